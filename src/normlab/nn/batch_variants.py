@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from normlab._checks import check_positive_int
+from normlab._checks import check_positive_int, memory_format_of
 from normlab.core import functional as F
 from normlab.core.stats import update_running_stats_
 from normlab.nn.batchnorm import BatchNorm
@@ -154,7 +154,9 @@ class GhostBatchNorm(BatchNorm):
                 self.running_mean, self.running_var, torch.cat(means).mean(0), torch.cat(variances).mean(0),
                 count, self.momentum, self.num_batches_tracked,
             )
-        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        if len(outputs) == 1:
+            return outputs[0]
+        return torch.cat(outputs).contiguous(memory_format=memory_format_of(x))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, virtual_batch_size={self.virtual_batch_size}"

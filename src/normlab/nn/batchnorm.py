@@ -165,7 +165,9 @@ class InstanceNorm(_RunningStatsNorm):
 
     statistics per sample and channel over the spatial dims. Defaults follow torch.nn: no affine map and no
     running statistics. With ``track_running_stats=True`` the running averages take the batch mean of the
-    per-instance statistics and evaluation mode normalizes with them.
+    per-instance statistics and evaluation mode normalizes with them. Unlike torch.nn's InstanceNorm (which never
+    updates ``num_batches_tracked`` and treats ``momentum=None`` as no update), the counter counts the training
+    batches and ``momentum=None`` gives a cumulative average, as in BatchNorm.
 
     Args:
         num_features: ``C``.
