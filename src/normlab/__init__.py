@@ -7,19 +7,37 @@ with :func:`reparametrize` (:mod:`normlab.weight`), gradient normalization lives
 
 from normlab import nn, optim, weight
 from normlab.registry import create_norm, default_num_groups, list_norms, norm_factory, register_norm
+from normlab.surgery import (
+    audit,
+    convert_sync_bn,
+    fold_bn,
+    freeze_norm,
+    param_groups,
+    revert_sync_bn,
+    swap_norm,
+    unfreeze_norm,
+)
 from normlab.weight import bake_weights, reparametrize
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "audit",
     "bake_weights",
+    "convert_sync_bn",
     "create_norm",
     "default_num_groups",
+    "fold_bn",
+    "freeze_norm",
     "list_norms",
     "nn",
     "norm_factory",
     "optim",
+    "param_groups",
     "register_norm",
     "reparametrize",
+    "revert_sync_bn",
+    "swap_norm",
+    "unfreeze_norm",
     "weight",
 ]

@@ -19,7 +19,6 @@ conv net use ``layer_norm_2d`` for a LayerNorm over channels.
 from __future__ import annotations
 
 import difflib
-import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,10 +106,31 @@ def get_norm_spec(norm: str | type) -> NormSpec:
     """
     if isinstance(norm, str):
         return _lookup(norm)[0]
+    spec = find_norm_spec(norm)
+    if spec is None:
+        raise ValueError(f"{getattr(norm, '__name__', norm)!r} is not a registered normalization class")
+    return spec
+
+
+def find_norm_spec(layer: nn.Module | type, family: str | None = None) -> NormSpec | None:
+    """The entry of a layer or class, or ``None``: the most specific registered class wins, so ``BatchRenorm``
+    (a ``BatchNorm`` subclass) is ``batch_renorm``, not ``batch_norm``.
+
+    Examples:
+        >>> find_norm_spec(nlnn.BatchRenorm(4)).name, find_norm_spec(nn.Linear) is None
+        ('batch_renorm', True)
+    """
+    cls = layer if isinstance(layer, type) else type(layer)
+    best, best_rank = None, None
     for spec in _REGISTRY.values():
-        if any(isinstance(norm, type) and issubclass(norm, cls) for cls in spec.classes):
-            return spec
-    raise ValueError(f"{getattr(norm, '__name__', norm)!r} is not a registered normalization class")
+        if family is not None and spec.family != family:
+            continue
+        for registered in spec.classes:
+            if issubclass(cls, registered):
+                rank = cls.__mro__.index(registered)
+                if best_rank is None or rank < best_rank:
+                    best, best_rank = spec, rank
+    return best
 
 
 class NormListing(dict):
