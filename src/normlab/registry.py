@@ -141,6 +141,18 @@ class NormListing(dict):
         return "\n".join(f"{name:<{width}}  {description}" for name, description in self.items())
 
 
+def norm_kind(layer: nn.Module | type) -> str | None:
+    """The registry name of an activation-normalization layer's kind (normlab's or torch.nn's classes), or
+    ``None`` for any other module (``nn.Identity`` included).
+
+    Examples:
+        >>> norm_kind(nn.GroupNorm(2, 4)), norm_kind(nlnn.GhostBatchNorm(4)), norm_kind(nn.Linear(2, 2))
+        ('group_norm', 'ghost_batch_norm', None)
+    """
+    spec = find_norm_spec(layer, family="activation")
+    return None if spec is None else spec.name
+
+
 def list_norms(family: str | None = None) -> NormListing:
     """Every registered normalization with its one-line description.
 
