@@ -25,9 +25,9 @@ __all__ = ["add_parser", "run", "base_values", "format_plan", "parse_grid_option
 
 def _train_options():
     """``normlab train``'s option builder (one definition for both commands)."""
-    from normlab.cli import train as train_cli
+    from normlab.cli.train import add_config_options
 
-    return getattr(train_cli, "add_config_options", None) or train_cli._add_config_options
+    return add_config_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> None:

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
+
 FastPath = Callable[..., Any]
 
 _registry: dict[str, list[FastPath]] = {}
@@ -55,8 +57,12 @@ def reference_only() -> Iterator[None]:
 
 
 def try_fast_path(op: str, *args: Any, **kwargs: Any) -> Any:
-    """The first registered kernel's result for ``op``, or ``None`` when none applies."""
-    if not fast_paths_enabled():
+    """The first registered kernel's result for ``op``, or ``None`` when none applies.
+
+    Inside ``torch.compile`` tracing the reference path runs, so the compiler sees plain torch ops it can fuse
+    instead of an opaque kernel call that would break its graph.
+    """
+    if not fast_paths_enabled() or torch.compiler.is_compiling():
         return None
     if not _kernels_loaded:
         _load_kernels()
