@@ -126,6 +126,10 @@ def normalize(
         [8.0, 8.0, 8.0, 8.0]
     """
     check_floating(x, "normalize")
+    fast = try_fast_path("normalize", x, tuple(dims), center=center, eps=eps, weight=weight, bias=bias,
+                         param_dim=param_dim)
+    if fast is not None:
+        return fast
     return apply_stats(x, moments(x, dims, center=center), eps, weight, bias, param_dim)
 
 

@@ -186,6 +186,9 @@ def _worker_main(tasks: Any, results: Any, threads: int, home: Path, train_fn: T
                  train_kwargs: dict) -> None:
     """A worker process: receive ``(index, config dict)`` tasks until ``None``, send back ``(index, outcome)``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
+    # Size Numba's thread pool like torch's before anything imports Numba: a larger pool oversubscribes the cores
+    # that the other workers use.
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
     import torch
 
     torch.set_num_threads(threads)

@@ -1,0 +1,225 @@
+r"""Numba CPU kernels for per-sample channel-group statistics: GroupNorm, InstanceNorm (one channel per group)
+and their RMS variant (``center=False``, e.g. FilterResponseNorm), in both memory formats.
+
+Layouts, as 3-D views of the input: **channels-first** ``(N, C, L)`` (a contiguous ``(N, C, *)`` tensor,
+``L`` = the product of the spatial dims) and **channels-last** ``(N, L, C)`` (a ``channels_last`` tensor seen
+in memory order). Statistics are taken per sample ``n`` and group ``g`` over the ``M = (C/G)·L`` values of the
+group's channels:
+
+.. math::
+    \mu_{ng} = \tfrac1M \textstyle\sum x,\quad \sigma^2_{ng} = \tfrac1M \textstyle\sum (x-\mu_{ng})^2,\quad
+    r_{ng} = (\sigma^2_{ng}+\epsilon)^{-1/2},\quad y = (x-\mu_{ng})\,r_{ng}\,\gamma_c + \beta_c
+
+Backward, with per-channel sums :math:`a_c = \sum_l \partial_y (x-\mu)` and :math:`b_c = \sum_l \partial_y`
+(which are also the parameter gradients: :math:`\partial\gamma_c = \sum_n a_c r`, :math:`\partial\beta_c =
+\sum_n b_c`), and :math:`s_1 = \sum_{c\in g}\gamma_c b_c`, :math:`s_2 = \sum_{c\in g}\gamma_c a_c r`:
+
+.. math::
+    \partial x = r\gamma_c\,\partial y - (x-\mu)\,\frac{r^2 s_2}{M} - \frac{r\,s_1}{M}\ (\text{centred only})
+
+The statistics take one pass about a shift (a value of the group; per channel, channels-last) and are
+checked: if the shift lies more than 10 standard deviations from the mean, where :math:`q/n - (s/n)^2` loses
+digits, a second pass about the mean recomputes the variance
+(:func:`~normlab.kernels.numba_reduce.shifted_variance`). The group (channels-first) or the sample
+(channels-last) stays in cache between the statistics and the write, so memory is read about once and written
+once; the backward is two passes over the same cached block. Channels-first runs one ``prange`` task per
+``(n, g)``; channels-last one per sample. Per-sample parameter-gradient partials ``(N, C)`` are summed by the
+caller.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from normlab.kernels.numba_dtypes import FASTMATH, load, store
+from normlab.kernels.numba_reduce import (
+    add_column_grad_sums,
+    add_column_shifted_sums,
+    add_column_square_sums,
+    shifted_variance,
+)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def group_forward_first(x, groups, weight, bias, eps, center, y, mean, var):
+    """Channels-first ``x`` ``(N, C, L)`` → ``y``; ``mean``, ``var`` ``(N, G)`` (mean 0 and the mean square when
+    not centred)."""
+    n_samples, channels, length = x.shape
+    per_group = channels // groups
+    inv_m = np.float32(1.0 / (per_group * length))
+    like = y[0, 0, 0]
+    count = np.float32(per_group * length)
+    for task in prange(n_samples * groups):
+        n = task // groups
+        g = task % groups
+        first = g * per_group
+        k = load(x[n, first, 0]) if center else np.float32(0.0)  # shift: one value of the group
+        s = np.float32(0.0)
+        q = np.float32(0.0)
+        for c in range(first, first + per_group):
+            xc = x[n, c]
+            for j in range(length):
+                d = load(xc[j]) - k
+                s += d
+                q += d * d
+        if center:
+            offset, v, exact = shifted_variance(s, q, count)
+            m = k + offset
+            if not exact:  # the shift was an outlier: a second pass about the mean
+                sq = np.float32(0.0)
+                for c in range(first, first + per_group):
+                    xc = x[n, c]
+                    for j in range(length):
+                        d = load(xc[j]) - m
+                        sq += d * d
+                v = sq * inv_m
+        else:
+            m = np.float32(0.0)
+            v = q * inv_m
+        r = np.float32(1.0) / np.sqrt(v + eps)
+        mean[n, g] = m
+        var[n, g] = v
+        for c in range(first, first + per_group):
+            scale = r * weight[c]
+            shift = bias[c] - m * scale
+            xc = x[n, c]
+            yc = y[n, c]
+            for j in range(length):
+                yc[j] = store(load(xc[j]) * scale + shift, like)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def group_backward_first(x, grad_y, groups, weight, mean, rstd, center, grad_x, grad_w, grad_b):
+    """Channels-first backward: ``grad_x`` ``(N, C, L)`` and per-sample partials ``grad_w``, ``grad_b`` ``(N, C)``."""
+    n_samples, channels, length = x.shape
+    per_group = channels // groups
+    inv_m = np.float32(1.0 / (per_group * length))
+    like = grad_x[0, 0, 0]
+    for task in prange(n_samples * groups):
+        n = task // groups
+        g = task % groups
+        first = g * per_group
+        m = mean[n, g]
+        r = rstd[n, g]
+        s1 = np.float32(0.0)
+        s2 = np.float32(0.0)
+        for c in range(first, first + per_group):
+            xc = x[n, c]
+            gc = grad_y[n, c]
+            a = np.float32(0.0)
+            b = np.float32(0.0)
+            for j in range(length):
+                gv = load(gc[j])
+                a += gv * (load(xc[j]) - m)
+                b += gv
+            grad_w[n, c] = a * r
+            grad_b[n, c] = b
+            s1 += weight[c] * b
+            s2 += weight[c] * a * r
+        k_x = -r * r * s2 * inv_m
+        k_0 = -r * s1 * inv_m if center else np.float32(0.0)
+        for c in range(first, first + per_group):
+            k_g = r * weight[c]
+            xc = x[n, c]
+            gc = grad_y[n, c]
+            dc = grad_x[n, c]
+            for j in range(length):
+                dc[j] = store(load(gc[j]) * k_g + (load(xc[j]) - m) * k_x + k_0, like)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def group_forward_last(x, groups, weight, bias, eps, center, y, mean, var):
+    """Channels-last ``x`` ``(N, L, C)`` → ``y``; ``mean``, ``var`` ``(N, G)``."""
+    n_samples, length, channels = x.shape
+    per_group = channels // groups
+    inv_m = np.float32(1.0 / (per_group * length))
+    like = y[0, 0, 0]
+    count = np.float32(length)
+    for n in prange(n_samples):
+        # one pass: per-channel sums about a shift (the first position's value), then per-group statistics
+        # from per-channel means and variances; a second pass about the group means if a shift was an outlier
+        k = np.zeros(channels, np.float32)
+        if center:
+            for c in range(channels):
+                k[c] = load(x[n, 0, c])
+        s = np.zeros(channels, np.float32)
+        q = np.zeros(channels, np.float32)
+        add_column_shifted_sums(x[n], k, s, q)
+        centre = np.zeros(channels, np.float32)
+        squares = np.zeros(channels, np.float32)  # per channel: sum of squares about its group's mean
+        exact = True
+        for g in range(groups):
+            group_total = np.float32(0.0)
+            for c in range(g * per_group, (g + 1) * per_group):
+                offset, v_c, ok = shifted_variance(s[c], q[c], count)
+                exact = exact and (ok or not center)
+                centre[c] = k[c] + offset  # the channel's mean for now
+                squares[c] = v_c * count if center else q[c]
+                group_total += centre[c]
+            m_g = group_total / per_group if center else np.float32(0.0)
+            for c in range(g * per_group, (g + 1) * per_group):
+                if center:
+                    d = centre[c] - m_g
+                    squares[c] += count * d * d
+                centre[c] = m_g
+        if not exact:
+            squares[:] = 0.0
+            add_column_square_sums(x[n], centre, squares)
+        scale = np.empty(channels, np.float32)
+        shift = np.empty(channels, np.float32)
+        for g in range(groups):
+            sq = np.float32(0.0)
+            for c in range(g * per_group, (g + 1) * per_group):
+                sq += squares[c]
+            v = sq * inv_m
+            r = np.float32(1.0) / np.sqrt(v + eps)
+            m = centre[g * per_group]
+            mean[n, g] = m
+            var[n, g] = v
+            for c in range(g * per_group, (g + 1) * per_group):
+                scale[c] = r * weight[c]
+                shift[c] = bias[c] - m * scale[c]
+        for j in range(length):
+            xj = x[n, j]
+            yj = y[n, j]
+            for c in range(channels):
+                yj[c] = store(load(xj[c]) * scale[c] + shift[c], like)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def group_backward_last(x, grad_y, groups, weight, mean, rstd, center, grad_x, grad_w, grad_b):
+    """Channels-last backward: ``grad_x`` ``(N, L, C)`` and per-sample partials ``grad_w``, ``grad_b`` ``(N, C)``."""
+    n_samples, length, channels = x.shape
+    per_group = channels // groups
+    inv_m = np.float32(1.0 / (per_group * length))
+    like = grad_x[0, 0, 0]
+    for n in prange(n_samples):
+        centre = np.empty(channels, np.float32)
+        for c in range(channels):
+            centre[c] = mean[n, c // per_group]
+        a = np.zeros(channels, np.float32)
+        b = np.zeros(channels, np.float32)
+        add_column_grad_sums(x[n], grad_y[n], centre, a, b)
+        k_g = np.empty(channels, np.float32)
+        k_x = np.empty(channels, np.float32)
+        k_0 = np.empty(channels, np.float32)
+        for g in range(groups):
+            r = rstd[n, g]
+            s1 = np.float32(0.0)
+            s2 = np.float32(0.0)
+            for c in range(g * per_group, (g + 1) * per_group):
+                grad_w[n, c] = a[c] * r
+                grad_b[n, c] = b[c]
+                s1 += weight[c] * b[c]
+                s2 += weight[c] * a[c] * r
+            for c in range(g * per_group, (g + 1) * per_group):
+                k_g[c] = r * weight[c]
+                k_x[c] = -r * r * s2 * inv_m
+                k_0[c] = -r * s1 * inv_m if center else np.float32(0.0)
+        for j in range(length):
+            xj = x[n, j]
+            gj = grad_y[n, j]
+            dj = grad_x[n, j]
+            for c in range(channels):
+                dj[c] = store(load(gj[c]) * k_g[c] + (load(xj[c]) - centre[c]) * k_x[c] + k_0[c], like)

@@ -1,0 +1,59 @@
+"""The kernels' output pool reuses a block only after every tensor on it is gone, and keeps to its cap."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+
+from normlab.kernels.buffers import OutputPool
+
+MIB = 1 << 20
+
+
+def test_block_is_reused_after_the_tensor_is_freed():
+    pool = OutputPool(max_idle_bytes=64 * MIB, min_pooled_bytes=MIB)
+    a = pool.empty((2 * MIB // 4,), torch.float32)
+    address = a.data_ptr()
+    del a
+    b = pool.empty((2 * MIB // 4,), torch.float32)
+    assert b.data_ptr() == address and pool.hits == 1
+
+
+def test_block_is_not_reused_while_a_view_is_alive():
+    pool = OutputPool(max_idle_bytes=64 * MIB, min_pooled_bytes=MIB)
+    a = pool.empty((512, 1024), torch.float32)
+    a.fill_(3.0)
+    view = a[7]  # keeps the storage alive
+    del a
+    gc.collect()
+    b = pool.empty((512, 1024), torch.float32)
+    b.fill_(-1.0)
+    assert (view == 3.0).all(), "a block was handed out while a view still read it"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_output_has_the_requested_shape_dtype_and_is_writable(dtype):
+    pool = OutputPool(max_idle_bytes=64 * MIB, min_pooled_bytes=MIB)
+    t = pool.empty((3, 1024, 257), dtype)
+    t.fill_(1.5)
+    assert t.shape == (3, 1024, 257) and t.dtype == dtype and t.is_contiguous()
+    assert (t.float() == 1.5).all()
+
+
+def test_idle_blocks_respect_the_cap_and_small_outputs_bypass_the_pool():
+    pool = OutputPool(max_idle_bytes=3 * MIB, min_pooled_bytes=MIB)
+    blocks = [pool.empty((MIB // 4 * 2,), torch.float32) for _ in range(3)]  # 2 MiB each
+    del blocks
+    assert pool.idle_bytes() <= 3 * MIB
+    small = pool.empty((MIB // 8,), torch.float32)  # 512 KiB: under the pool's minimum
+    assert pool.misses == 3 and small.numel() == MIB // 8
+
+
+def test_a_zero_cap_turns_reuse_off():
+    pool = OutputPool(max_idle_bytes=0, min_pooled_bytes=MIB)
+    a = pool.empty((MIB,), torch.float32)
+    del a
+    pool.empty((MIB,), torch.float32)
+    assert pool.hits == 0 and pool.idle_bytes() == 0

@@ -1,0 +1,201 @@
+"""The fused residual-add norms (both outputs and every gradient), the running statistics the fast paths update,
+evaluation-mode BatchNorm, and the fast layers beside torch.nn."""
+
+from __future__ import annotations
+
+import pytest
+import reference as ref
+import torch
+from kernel_cases import DTYPES, TOLERANCE, relative_error
+
+import normlab.nn as nl
+from normlab.core import functional as F
+from normlab.core.dispatch import reference_only
+from normlab.kernels import cpu_batch, cpu_channels, cpu_rows
+
+FUSED = {
+    "add_layer_norm": (
+        lambda x, r, w, b: cpu_rows.fast_add_layer_norm(x, r, x.shape[-1:], w, b, 1e-5),
+        lambda s, w, b: ref.layer_norm(s, w, b, 1e-5),
+    ),
+    "add_rms_norm": (
+        lambda x, r, w, b: cpu_rows.fast_add_rms_norm(x, r, x.shape[-1:], w, 1e-6),
+        lambda s, w, b: ref.rms_norm(s, w, 1e-6),
+    ),
+}
+# which outputs the loss uses: both (pre-norm Transformer), only the normalized one, only the sum
+USES = {"y and s": (True, True), "y only": (True, False), "s only": (False, True)}
+
+
+@pytest.mark.parametrize("uses", USES.values(), ids=USES.keys())
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("op", FUSED.values(), ids=FUSED.keys())
+def test_fused_add_norm_matches_float64_reference(op, dtype, uses):
+    fast, reference = op
+    g = torch.Generator().manual_seed(0)
+    shape = (6, 37)
+    x, r = (torch.randn(shape, generator=g).to(dtype) for _ in range(2))
+    w, b = (torch.rand(37, generator=g) + 0.5).to(dtype), torch.randn(37, generator=g).to(dtype)
+    grad_y, grad_s = (torch.randn(shape, generator=g).to(dtype) for _ in range(2))
+    leaves = [t.clone().requires_grad_() for t in (x, r, w, b)]
+    y, s = fast(*leaves)
+    assert y.dtype == s.dtype == dtype
+    pairs = [(o, g) for o, g, used in zip((y, s), (grad_y, grad_s), uses) if used]
+    torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+    leaves64 = [t.double().requires_grad_() for t in (x, r, w, b)]
+    s64 = leaves64[0] + leaves64[1]
+    y64 = reference(s64, leaves64[2], leaves64[3])
+    pairs64 = [(o, g.double()) for o, g, used in zip((y64, s64), (grad_y, grad_s), uses) if used]
+    torch.autograd.backward([o for o, _ in pairs64], [g for _, g in pairs64])
+    forward_tol, grad_tol = TOLERANCE[dtype]
+    assert relative_error(y, y64) <= forward_tol and relative_error(s, s64) <= forward_tol
+    for name, leaf, leaf64 in zip(("x", "residual", "weight", "bias"), leaves, leaves64):
+        if leaf64.grad is None:
+            assert leaf.grad is None or not leaf.grad.any(), name
+        else:
+            assert relative_error(leaf.grad, leaf64.grad) <= grad_tol, name
+
+
+@pytest.mark.parametrize("name", ["add_layer_norm", "add_rms_norm"])
+def test_fused_core_op_agrees_with_the_unfused_reference_path(name):
+    x, r = torch.randn(4, 64), torch.randn(4, 64)
+    w = torch.rand(64) + 0.5
+    args = (x, r, (64,), w) + ((torch.randn(64),) if name == "add_layer_norm" else ())
+    y, s = getattr(F, name)(*args)
+    with reference_only():
+        y_ref, s_ref = getattr(F, name)(*args)
+    torch.testing.assert_close(s, s_ref, rtol=0, atol=0)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+
+
+STATS = {
+    "batch_norm": lambda x, rm, rv, momentum, nbt: cpu_batch.fast_batch_norm(
+        x, rm, rv, None, None, True, momentum, 1e-5, nbt),
+    "instance_norm": lambda x, rm, rv, momentum, nbt: cpu_channels.fast_instance_norm(
+        x, rm, rv, None, None, True, momentum, 1e-5, nbt),
+}
+STATS_CORE = {
+    "batch_norm": lambda x, rm, rv, momentum, nbt: F.batch_norm(x, rm, rv, None, None, True, momentum, 1e-5, nbt),
+    "instance_norm": lambda x, rm, rv, momentum, nbt: F.instance_norm(x, rm, rv, None, None, True, momentum, 1e-5,
+                                                                       nbt),
+}
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum", "cumulative"])
+@pytest.mark.parametrize("op", STATS, ids=str)
+def test_running_statistics_move_as_on_the_reference_path(op, momentum, memory_format):
+    buffers = {}
+    for path in ("fast", "reference"):
+        rm, rv, nbt = torch.zeros(6), torch.ones(6), torch.tensor(0)
+        for step in range(3):
+            g = torch.Generator().manual_seed(step)
+            x = (torch.randn(5, 6, 4, 3, generator=g) * 3 + 2).contiguous(memory_format=memory_format)
+            if path == "fast":
+                assert STATS[op](x, rm, rv, momentum, nbt) is not None
+            else:
+                with reference_only():
+                    STATS_CORE[op](x, rm, rv, momentum, nbt)
+        buffers[path] = (rm, rv, nbt)
+    (rm, rv, nbt), (rm_ref, rv_ref, nbt_ref) = buffers["fast"], buffers["reference"]
+    torch.testing.assert_close(rm, rm_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(rv, rv_ref, rtol=1e-5, atol=1e-6)
+    assert nbt.item() == nbt_ref.item() == 3
+
+
+EVAL_LAYOUTS = {
+    "nchw": ((4, 6, 3, 5), torch.contiguous_format),
+    "nhwc": ((4, 6, 3, 5), torch.channels_last),
+    "2d": ((8, 6), torch.contiguous_format),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", EVAL_LAYOUTS.values(), ids=EVAL_LAYOUTS.keys())
+def test_evaluation_batch_norm_uses_running_statistics(dtype, layout):
+    shape, memory_format = layout
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g).to(dtype).contiguous(memory_format=memory_format)
+    rm, rv = torch.randn(6, generator=g), torch.rand(6, generator=g) + 0.5
+    w, b = torch.randn(6, generator=g), torch.randn(6, generator=g)
+    y = cpu_batch.fast_batch_norm(x, rm, rv, w, b, False, 0.1, 1e-5)
+    assert y is not None and y.is_contiguous(memory_format=memory_format)
+    expected = ref.batch_norm(x.double(), w.double(), b.double(), 1e-5, rm.double(), rv.double())
+    assert relative_error(y, expected) <= TOLERANCE[dtype][0]
+
+
+# Each fast layer beside its torch.nn counterpart: same arguments, same state, same outputs and gradients.
+LAYERS = {
+    "LayerNorm": (lambda: nl.LayerNorm(48), lambda: torch.nn.LayerNorm(48), (6, 5, 48), torch.contiguous_format),
+    "RMSNorm": (lambda: nl.RMSNorm(48), lambda: torch.nn.RMSNorm(48), (6, 5, 48), torch.contiguous_format),
+    "GroupNorm-nhwc": (lambda: nl.GroupNorm(4, 8), lambda: torch.nn.GroupNorm(4, 8), (3, 8, 6, 5), torch.channels_last),
+    "InstanceNorm2d": (lambda: nl.InstanceNorm2d(8, affine=True), lambda: torch.nn.InstanceNorm2d(8, affine=True),
+                       (3, 8, 6, 5), torch.contiguous_format),
+    "BatchNorm2d-nhwc": (lambda: nl.BatchNorm2d(8), lambda: torch.nn.BatchNorm2d(8), (3, 8, 6, 5), torch.channels_last),
+    "BatchNorm1d": (lambda: nl.BatchNorm1d(8), lambda: torch.nn.BatchNorm1d(8), (16, 8), torch.contiguous_format),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("pair", LAYERS.values(), ids=LAYERS.keys())
+def test_fast_layer_matches_torch_nn(pair, dtype):
+    build, build_torch, shape, memory_format = pair
+    ours, theirs = build().to(dtype), build_torch().to(dtype)
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.uniform_(0.5, 1.5)
+    theirs.load_state_dict(ours.state_dict())
+    x = (torch.randn(shape) * 2 + 1).to(dtype).contiguous(memory_format=memory_format)
+    g = torch.randn(shape).to(dtype)
+    outputs = []
+    for layer in (ours, theirs):
+        xi = x.clone().requires_grad_()
+        y = layer(xi)
+        y.backward(g)
+        outputs.append((y, xi.grad, [p.grad for p in layer.parameters()], [b.clone() for b in layer.buffers()]))
+    forward_tol, grad_tol = TOLERANCE[dtype]
+    (y, gx, gps, bufs), (ty, tgx, tgps, tbufs) = outputs
+    assert relative_error(y, ty) <= 2 * forward_tol
+    assert relative_error(gx, tgx) <= 2 * grad_tol
+    assert all(relative_error(a, t) <= 2 * grad_tol for a, t in zip(gps, tgps))
+    assert all(relative_error(a, t) <= 2 * forward_tol for a, t in zip(bufs, tbufs) if a.is_floating_point())
+
+
+# Inputs that defeat one-pass statistics: a large common offset, and a first value far out (the kernels take
+# their shift from it and must notice and take a second pass about the mean). Blocks of 32K values and more make
+# the cancellation in q/n - (s/n)^2 visible, so these tests fail without that second pass.
+HARD_INPUTS = {
+    "offset 1e4": lambda x: x + 1e4,
+    "outlier first": lambda x: torch.where(torch.arange(x.numel()).view(x.shape) == 0, torch.tensor(3e3), x),
+    "outlier first of every plane": lambda x: _set_first_of_every_plane(x, -2e3),
+}
+
+
+def _set_first_of_every_plane(x, value):
+    x = x.clone()
+    x[:, :, 0, 0] = value
+    return x
+HARD_OPS = {
+    "group_norm-nchw": (lambda x: cpu_channels.fast_group_norm(x, 1, None, None, 1e-5),
+                        lambda x: ref.group_norm(x, None, None, 1e-5, 1), torch.contiguous_format),
+    "group_norm-nhwc": (lambda x: cpu_channels.fast_group_norm(x, 1, None, None, 1e-5),
+                        lambda x: ref.group_norm(x, None, None, 1e-5, 1), torch.channels_last),
+    "instance_norm-nhwc": (lambda x: cpu_channels.fast_instance_norm(x, eps=1e-5),
+                           lambda x: ref.instance_norm(x, None, None, 1e-5), torch.channels_last),
+    "batch_norm-nchw": (lambda x: cpu_batch.fast_batch_norm(x, None, None, None, None, True, 0.1, 1e-5),
+                        lambda x: ref.batch_norm(x, None, None, 1e-5), torch.contiguous_format),
+    "batch_norm-nhwc": (lambda x: cpu_batch.fast_batch_norm(x, None, None, None, None, True, 0.1, 1e-5),
+                        lambda x: ref.batch_norm(x, None, None, 1e-5), torch.channels_last),
+}
+
+
+@pytest.mark.parametrize("make", HARD_INPUTS.values(), ids=HARD_INPUTS.keys())
+@pytest.mark.parametrize("op", HARD_OPS.values(), ids=HARD_OPS.keys())
+def test_statistics_stay_accurate_on_offsets_and_outliers(op, make):
+    fast, reference, memory_format = op
+    x = make(torch.randn(2, 4, 128, 256, generator=torch.Generator().manual_seed(0)))
+    x = x.contiguous(memory_format=memory_format)
+    y = fast(x)
+    assert y is not None
+    # float32 inputs carry ~1e-7 relative error on values of 1e4; the normalized output inherits ~1e-7 * 1e4
+    assert relative_error(y, reference(x.double())) <= 2e-3
