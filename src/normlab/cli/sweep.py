@@ -64,16 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str
 
 def base_values(args: argparse.Namespace) -> dict[str, Any]:
     """The base settings: the ``--config`` file, overridden by the TrainConfig options given."""
-    from normlab.lab.config import TrainConfig
+    from normlab.cli.train import config_values
 
-    values: dict[str, Any] = {}
-    if args.config:
-        with open(args.config, encoding="utf-8") as handle:
-            values = json.load(handle)
-        if not isinstance(values, dict):
-            raise ValueError(f"{args.config} must hold a JSON object of TrainConfig fields")
-    values.update({name: getattr(args, name) for name in TrainConfig.field_names() if hasattr(args, name)})
-    return values
+    return config_values(args)
 
 
 def format_plan(configs: list, grid_keys: list[str], statuses: dict[str, str]) -> str:

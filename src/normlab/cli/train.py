@@ -108,7 +108,9 @@ def add_parser(subparsers: Any, name: str, help_text: str) -> None:
     parser.set_defaults(func=run)
 
 
-def _config_from(args: argparse.Namespace):
+def config_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given: the ``--config`` JSON file, overridden by the TrainConfig options on the command line
+    (shared by ``normlab train`` and ``normlab sweep``)."""
     from normlab.lab.config import TrainConfig
 
     values: dict[str, Any] = {}
@@ -118,6 +120,13 @@ def _config_from(args: argparse.Namespace):
         if not isinstance(values, dict):
             raise ValueError(f"{args.config} must hold a JSON object of TrainConfig fields")
     values.update({name: getattr(args, name) for name in TrainConfig.field_names() if hasattr(args, name)})
+    return values
+
+
+def _config_from(args: argparse.Namespace):
+    from normlab.lab.config import TrainConfig
+
+    values = config_values(args)
     if "world_size" not in values:
         values["world_size"] = int(os.environ.get("WORLD_SIZE", "1") or 1)
     return TrainConfig.from_dict(values)

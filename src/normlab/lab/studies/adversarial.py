@@ -26,7 +26,7 @@ import math
 import warnings
 from typing import Any
 
-from .common import ARM_LABELS, NORM_ARMS, cell, image_setup, mean_of, plan_grid, std_of
+from .common import ARM_LABELS, NORM_ARMS, cell, image_setup, mean_of, plan_weight_decay_grid, std_of
 from .framework import PlannedRun, Study, StudyContext, StudyOutput
 from .results import Figure, Panel, RunData, RunSet, Series, Table
 from .stats import welch_interval
@@ -93,11 +93,7 @@ class AdversarialStudy(Study):
                 "paper": _settings("paper", 2000, 20)}
 
     def plan(self, ctx: StudyContext) -> list[PlannedRun]:
-        s, planned = ctx.settings, []
-        for wd in s["weight_decays"]:
-            planned += plan_grid({**s["base"], "weight_decay": wd}, {n: NORM_ARMS[n] for n in s["norms"]},
-                                 ctx.seeds, arm_key="norm", weight_decay=wd)
-        return planned
+        return plan_weight_decay_grid(ctx.settings, NORM_ARMS, ctx.seeds)
 
     def analyze(self, ctx: StudyContext, runs: RunSet) -> StudyOutput:
         s, out = ctx.settings, StudyOutput()

@@ -116,6 +116,17 @@ def plan_grid(base: dict[str, Any], arms: dict[str, dict[str, Any]], seeds: Sequ
     return planned
 
 
+def plan_weight_decay_grid(settings: dict[str, Any], arms: dict[str, dict[str, Any]],
+                           seeds: Sequence[int]) -> list[PlannedRun]:
+    """Every norm of ``settings["norms"]`` (configs from ``arms``) at every weight decay of
+    ``settings["weight_decays"]``, over ``seeds``; runs are labelled by ``norm`` and ``weight_decay``."""
+    planned: list[PlannedRun] = []
+    for wd in settings["weight_decays"]:
+        planned += plan_grid({**settings["base"], "weight_decay": wd}, {n: arms[n] for n in settings["norms"]},
+                             seeds, arm_key="norm", weight_decay=wd)
+    return planned
+
+
 def mean_curve(curves: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
     """Pointwise mean and std (``ddof=1``; 0 with one curve) of equal-length curves, cut to the shortest."""
     curves = [list(c) for c in curves if len(c)]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .common import ARM_LABELS, NORM_ARMS, cell, curves_by, image_setup, plan_grid
+from .common import ARM_LABELS, NORM_ARMS, cell, curves_by, image_setup, plan_weight_decay_grid
 from .framework import PlannedRun, Study, StudyContext, StudyOutput
 from .norm_trace import train_traced
 from .results import Figure, Panel, RunSet, Series, Table
@@ -58,11 +58,7 @@ class WeightNormStudy(Study):
                 "paper": _settings("paper", 5e-4, epochs=60, schedule="constant")}
 
     def plan(self, ctx: StudyContext) -> list[PlannedRun]:
-        s, planned = ctx.settings, []
-        for wd in s["weight_decays"]:
-            planned += plan_grid({**s["base"], "weight_decay": wd}, {n: NORM_ARMS[n] for n in s["norms"]},
-                                 ctx.seeds, arm_key="norm", weight_decay=wd)
-        return planned
+        return plan_weight_decay_grid(ctx.settings, NORM_ARMS, ctx.seeds)
 
     def analyze(self, ctx: StudyContext, runs: RunSet) -> StudyOutput:
         s, out = ctx.settings, StudyOutput()
