@@ -40,8 +40,9 @@ def check_rank(x: Tensor, allowed: tuple[int, ...], who: str, layout: str) -> No
 
 def check_channels(x: Tensor, expected: int, who: str, dim: int = 1) -> None:
     """Raise ``ValueError`` unless ``x.shape[dim] == expected`` (the layer's feature count)."""
-    if x.dim() <= abs(dim) - (dim < 0) or x.shape[dim] != expected:
-        got = x.shape[dim] if x.dim() > abs(dim) - (dim < 0) else "none"
+    has_dim = -x.dim() <= dim < x.dim()
+    if not has_dim or x.shape[dim] != expected:
+        got = x.shape[dim] if has_dim else "none"
         raise ValueError(
             f"{who} was built for {expected} features (channels) in dim {dim}, but the input of shape "
             f"{tuple(x.shape)} has {got}; build the layer with num_features={got} or fix the input layout"

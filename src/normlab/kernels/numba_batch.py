@@ -179,13 +179,7 @@ def batch_forward_last(x, weight, bias, eps, chunks, block, y, mean, var):
         var[c] = v
         scale[c] = weight[c] / np.sqrt(v + eps)
         shift_c[c] = bias[c] - m[c] * scale[c]
-    like = y[0, 0]
-    for t in prange(chunks):
-        for i in range(t * per_chunk, min(rows, (t + 1) * per_chunk)):
-            xi = x[i]
-            yi = y[i]
-            for c in range(channels):
-                yi[c] = store(load(xi[c]) * scale[c] + shift_c[c], like)
+    channel_affine_last(x, scale, shift_c, chunks, y)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
