@@ -57,3 +57,43 @@ def test_a_zero_cap_turns_reuse_off():
     del a
     pool.empty((MIB,), torch.float32)
     assert pool.hits == 0 and pool.idle_bytes() == 0
+
+
+LAYOUTS = {
+    "nchw": ((4, 64, 32, 32), torch.contiguous_format),
+    "nhwc": ((4, 64, 32, 32), torch.channels_last),
+    "ndhwc": ((2, 16, 8, 16, 32), torch.channels_last_3d),
+    "small-nhwc": ((2, 3, 4, 5), torch.channels_last),  # under the pool's minimum: torch.empty_strided
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS.values(), ids=LAYOUTS.keys())
+def test_empty_like_dense_keeps_the_layout_and_its_array_is_the_same_memory(layout, dtype):
+    shape, memory_format = layout
+    pool = OutputPool(max_idle_bytes=64 * MIB, min_pooled_bytes=MIB)
+    like = torch.empty(shape, dtype=dtype).contiguous(memory_format=memory_format)
+    out, array = pool.empty_like_dense(like)
+    assert out.shape == like.shape and out.dtype == dtype and out.stride() == like.stride()
+    assert array.shape == tuple(shape) and array.strides == tuple(s * like.element_size() for s in like.stride())
+    out.fill_(2.5)  # written through the tensor, seen through the kernel array (as stored bits)
+    assert (torch.from_numpy(array.copy()).view(dtype).float() == 2.5).all()
+
+
+def test_empty_like_dense_block_is_reused_only_when_tensor_and_views_are_gone():
+    pool = OutputPool(max_idle_bytes=64 * MIB, min_pooled_bytes=MIB)
+    like = torch.empty(8, 64, 32, 32).contiguous(memory_format=torch.channels_last)
+    out, array = pool.empty_like_dense(like)
+    first = out.data_ptr()
+    out.fill_(3.0)
+    view = out[1]
+    del out, array
+    gc.collect()
+    again, _ = pool.empty_like_dense(like)  # the first block is still read by ``view``: a new block
+    assert again.data_ptr() != first and pool.hits == 0
+    again.fill_(-1.0)
+    assert (view == 3.0).all(), "a block was handed out while a view still read it"
+    del view
+    gc.collect()
+    reused, _ = pool.empty_like_dense(like)
+    assert reused.data_ptr() == first and pool.hits == 1

@@ -81,16 +81,17 @@ STATS_CORE = {
 }
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)  # a model moved to bf16: bf16 buffers
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum", "cumulative"])
 @pytest.mark.parametrize("op", STATS, ids=str)
-def test_running_statistics_move_as_on_the_reference_path(op, momentum, memory_format):
+def test_running_statistics_move_as_on_the_reference_path(op, momentum, memory_format, dtype):
     buffers = {}
     for path in ("fast", "reference"):
-        rm, rv, nbt = torch.zeros(6), torch.ones(6), torch.tensor(0)
+        rm, rv, nbt = torch.zeros(6, dtype=dtype), torch.ones(6, dtype=dtype), torch.tensor(0)
         for step in range(3):
             g = torch.Generator().manual_seed(step)
-            x = (torch.randn(5, 6, 4, 3, generator=g) * 3 + 2).contiguous(memory_format=memory_format)
+            x = (torch.randn(5, 6, 4, 3, generator=g) * 3 + 2).to(dtype).contiguous(memory_format=memory_format)
             if path == "fast":
                 assert STATS[op](x, rm, rv, momentum, nbt) is not None
             else:
@@ -98,8 +99,10 @@ def test_running_statistics_move_as_on_the_reference_path(op, momentum, memory_f
                     STATS_CORE[op](x, rm, rv, momentum, nbt)
         buffers[path] = (rm, rv, nbt)
     (rm, rv, nbt), (rm_ref, rv_ref, nbt_ref) = buffers["fast"], buffers["reference"]
-    torch.testing.assert_close(rm, rm_ref, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(rv, rv_ref, rtol=1e-5, atol=1e-6)
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1.6e-2, "atol": 1e-2}
+    assert rm.dtype == rv.dtype == dtype
+    torch.testing.assert_close(rm, rm_ref, **tol)
+    torch.testing.assert_close(rv, rv_ref, **tol)
     assert nbt.item() == nbt_ref.item() == 3
 
 

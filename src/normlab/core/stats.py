@@ -79,6 +79,22 @@ def moments(x: Tensor, dims: Sequence[int], *, center: bool = True) -> Moments:
     return Moments(None, xs.square().mean(dim=dims, keepdim=True))
 
 
+def count_batch_(momentum: float | None, num_batches_tracked: Tensor | None) -> float | None:
+    """Count one more batch (``num_batches_tracked += 1`` when given) and return the running-average factor:
+    ``momentum``, or ``1/t`` after ``t`` batches when ``momentum`` is ``None`` (``None`` without a counter).
+
+    Examples:
+        >>> t = torch.tensor(1)
+        >>> count_batch_(None, t), t.item(), count_batch_(0.1, None)
+        (0.5, 2, 0.1)
+    """
+    if num_batches_tracked is not None:
+        num_batches_tracked.add_(1)
+    if momentum is not None:
+        return momentum
+    return None if num_batches_tracked is None else 1.0 / float(num_batches_tracked.item())
+
+
 def update_running_stats_(
     running_mean: Tensor | None,
     running_var: Tensor | None,
@@ -112,16 +128,11 @@ def update_running_stats_(
         >>> rm.item(), rv.item()
         (1.0, 1.125)
     """
-    if num_batches_tracked is not None:
-        num_batches_tracked.add_(1)
+    factor = count_batch_(momentum, num_batches_tracked)
     if running_mean is None or running_var is None:
         return
-    if momentum is None:
-        if num_batches_tracked is None:
-            raise ValueError("momentum=None (a cumulative average) needs the num_batches_tracked counter")
-        factor = 1.0 / float(num_batches_tracked.item())
-    else:
-        factor = momentum
+    if factor is None:
+        raise ValueError("momentum=None (a cumulative average) needs the num_batches_tracked counter")
     unbiased = batch_var * (count / max(count - 1, 1))
     with torch.no_grad():
         running_mean.lerp_(batch_mean.detach().reshape(running_mean.shape).to(running_mean.dtype), factor)

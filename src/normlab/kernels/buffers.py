@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from normlab.kernels.storage import KERNEL_NUMPY_DTYPE, as_kernel_array
+
 _MIN_POOLED_BYTES = 1 << 20
 _ALIGN = 4096
 
@@ -79,6 +81,28 @@ class OutputPool:
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < self.min_pooled_bytes or self.max_idle_bytes == 0:
             return torch.empty(shape, dtype=dtype)
+        view = self._block(nbytes)[:nbytes]
+        weakref.finalize(view, self._returned.append, view.base).atexit = False
+        return torch.from_numpy(view).view(dtype).view(shape)
+
+    def empty_like_dense(self, like: Tensor) -> tuple[Tensor, np.ndarray]:
+        """An uninitialised tensor with ``like``'s shape, dtype and strides (``like`` must be dense: contiguous or
+        channels-last), and the kernel array on the same memory (:func:`~normlab.kernels.storage.
+        as_kernel_array`'s type, same shape and strides); from the pool when large."""
+        nbytes = like.numel() * like.element_size()
+        if nbytes < self.min_pooled_bytes or self.max_idle_bytes == 0:
+            out = torch.empty_strided(like.shape, like.stride(), dtype=like.dtype)
+            return out, as_kernel_array(out)
+        np_dtype = KERNEL_NUMPY_DTYPE[like.dtype]
+        strides = tuple(s * like.element_size() for s in like.stride())
+        array = np.ndarray(like.shape, np_dtype, buffer=self._block(nbytes), strides=strides)
+        # the tensor holds ``array``: the block comes back when the last tensor on it is gone
+        weakref.finalize(array, self._returned.append, array.base).atexit = False
+        out = torch.from_numpy(array)
+        return (out if out.dtype == like.dtype else out.view(like.dtype)), array
+
+    def _block(self, nbytes: int) -> np.ndarray:
+        """A free block of at least ``nbytes`` (rounded up to the page): an idle one of that size, or a new one."""
         size = -(-nbytes // _ALIGN) * _ALIGN
         with self._lock:
             self._take_returned()
@@ -92,9 +116,7 @@ class OutputPool:
                 self.misses += 1
         if block is None:
             block = np.empty(size, dtype=np.uint8)
-        view = block[:nbytes]
-        weakref.finalize(view, self._returned.append, block).atexit = False
-        return torch.from_numpy(view).view(dtype).view(shape)
+        return block
 
     def _take_returned(self) -> None:
         while self._returned:
@@ -124,6 +146,20 @@ _pool = OutputPool(_cap_from_env())
 def empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     """An uninitialised contiguous CPU tensor for a kernel output, reusing a freed block when one fits."""
     return _pool.empty(tuple(int(s) for s in shape), dtype)
+
+
+def empty_like_dense(like: Tensor) -> tuple[Tensor, np.ndarray]:
+    """A kernel output shaped, typed and laid out like ``like`` (contiguous or channels-last), and the kernel
+    array on its memory, reusing a freed block when one fits.
+
+    Examples:
+        >>> x = torch.zeros(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)
+        >>> y, array = empty_like_dense(x)
+        >>> y.is_contiguous(memory_format=torch.channels_last), array.shape, array.strides == tuple(
+        ...     4 * s for s in x.stride())
+        (True, (2, 3, 4, 5), True)
+    """
+    return _pool.empty_like_dense(like)
 
 
 def empty_cache() -> None:

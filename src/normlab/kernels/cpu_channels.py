@@ -4,7 +4,9 @@ around :mod:`normlab.kernels.numba_groups` and :mod:`normlab.kernels.numba_colum
 
 Contiguous inputs run the channels-first kernels; ``channels_last`` (4-D) and ``channels_last_3d`` (5-D)
 inputs run the channels-last kernels and get a channels-last output, as the core promises. Any other layout
-is declined.
+is declined. The glue is lean in the way of :mod:`normlab.kernels.cpu_batch`: NumPy views of the tensors
+(:func:`~normlab.kernels.cpu_common.channel_view`), NumPy statistics, and the input tensor handed to the
+autograd function as it is.
 """
 
 from __future__ import annotations
@@ -15,105 +17,72 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
 from normlab.core import functional as core
-from normlab.core.stats import update_running_stats_
 from normlab.kernels import buffers, cpu_common, numba_columns, numba_groups
-from normlab.kernels.cpu_rows import RowNormFunction, row_forward
+from normlab.kernels.cpu_common import channel_view, param_array, param_grad, rstd_array
+from normlab.kernels.cpu_rows import fast_rows
 from normlab.kernels.numba_dtypes import as_kernel_array as arr
 
-_LAST_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
 
-
-def channel_layout(x: Tensor) -> tuple[str, Tensor] | None:
-    """``("first", (N, C, L) view)`` for a contiguous input, ``("last", (N, L, C) view)`` for a channels-last
-    one, ``None`` otherwise (and for inputs the kernels do not take)."""
-    if not cpu_common.plain_cpu_tensor(x) or cpu_common.tracing() or x.dim() < 2 or x.numel() == 0:
-        return None
-    n, c = x.shape[:2]
-    if x.is_contiguous():
-        return "first", x.view(n, c, -1)
-    fmt = _LAST_FORMATS.get(x.dim())
-    if fmt is not None and x.is_contiguous(memory_format=fmt):
-        return "last", x.movedim(1, -1).reshape(n, -1, c)
-    return None
-
-
-def restore_layout(y3d: Tensor, layout: str, like: Tensor) -> Tensor:
-    """The kernel output ``y3d`` as a tensor shaped like ``like``, in ``like``'s memory format."""
-    if layout == "first":
-        return y3d.view(like.shape)
-    n, c = like.shape[:2]
-    return y3d.view(n, *like.shape[2:], c).movedim(-1, 1)
-
-
-def _to_first(x3d: Tensor, layout: str) -> Tensor:
-    return x3d if layout == "first" else x3d.transpose(1, 2)
-
-
-def _group_reference(groups: int, eps: float, center: bool, layout: str):
-    def norm(x3d, weight, bias):
-        x = _to_first(x3d, layout)
-        grouped = x.unflatten(1, (groups, x.shape[1] // groups))  # (N, G, C//G, L)
+def _group_reference(groups: int, eps: float, center: bool):
+    def norm(x, weight, bias):
+        grouped = x.unflatten(1, (groups, x.shape[1] // groups))  # (N, G, C//G, *)
         w = None if weight is None else weight.reshape(groups, -1)
         b = None if bias is None else bias.reshape(groups, -1)
-        y = core.normalize(grouped, (2, 3), center=center, eps=eps, weight=w, bias=b, param_dim=1).flatten(1, 2)
-        return _to_first(y, layout)
+        dims = tuple(range(2, grouped.dim()))
+        return core.normalize(grouped, dims, center=center, eps=eps, weight=w, bias=b, param_dim=1).flatten(1, 2)
 
     return norm
 
 
-def _group_forward(x3d, weight, bias, groups, eps, center, layout):
-    """Run the group kernel: ``(y3d, mean, var)`` with ``mean``, ``var`` ``(N, G)`` float32."""
-    n, channels = x3d.shape[0], x3d.shape[1 if layout == "first" else 2]
-    y3d = buffers.empty(tuple(x3d.shape), x3d.dtype)
-    mean, var = torch.empty(n, groups), torch.empty(n, groups)
-    kernel = numba_groups.group_forward_first if layout == "first" else numba_groups.group_forward_last
-    cpu_common.threads(x3d.numel())
+def _group_forward(x, weight, bias, groups, eps, center, kind, stats):
+    """Run the group kernel on ``x`` (its layout ``kind``); ``stats`` ``(2, N, G)`` float32 receives the mean
+    and variance (the mean square when not centred). Returns ``y``, laid out like ``x``."""
+    channels = x.shape[1]
+    y, y_array = buffers.empty_like_dense(x)
+    kernel = numba_groups.group_forward_first if kind == "first" else numba_groups.group_forward_last
+    cpu_common.threads(x.numel())
     kernel(
-        arr(x3d), groups, cpu_common.param_array(weight, channels, 1.0), cpu_common.param_array(bias, channels, 0.0),
-        np.float32(eps), center, arr(y3d), mean.numpy(), var.numpy(),
+        channel_view(arr(x), kind), groups, param_array(weight, channels, 1.0), param_array(bias, channels, 0.0),
+        np.float32(eps), center, channel_view(y_array, kind), stats[0], stats[1],
     )
-    return y3d, mean, var
+    return y
 
 
 class GroupFunction(torch.autograd.Function):
-    """Group statistics per sample (GroupNorm; InstanceNorm with ``groups = C``; RMS with ``center=False``).
-
-    Returns ``(y3d, mean, var)``; ``mean`` and ``var`` ``(N, G)`` are not differentiable (for running stats).
-    """
+    """Group statistics per sample (GroupNorm; InstanceNorm with ``groups = C``; RMS with ``center=False``);
+    ``stats`` ``(2, N, G)`` receives the statistics (not differentiable, for running statistics)."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, x3d, weight, bias, groups, eps, center, layout):  # type: ignore[override]
-        y3d, mean, var = _group_forward(x3d, weight, bias, groups, eps, center, layout)
-        ctx.save_for_backward(x3d, weight, bias, mean, var)
-        ctx.groups, ctx.eps, ctx.center, ctx.layout = groups, eps, center, layout
-        ctx.channels = x3d.shape[1 if layout == "first" else 2]
-        ctx.mark_non_differentiable(mean, var)
+    def forward(ctx: FunctionCtx, x, weight, bias, groups, eps, center, kind, stats):  # type: ignore[override]
+        y = _group_forward(x, weight, bias, groups, eps, center, kind, stats)
+        ctx.save_for_backward(x, weight, bias)
+        ctx.groups, ctx.eps, ctx.center, ctx.kind, ctx.stats = groups, eps, center, kind, stats
         ctx.set_materialize_grads(False)
-        return y3d, mean, var
+        return y
 
     @staticmethod
-    def backward(ctx, grad_y, _grad_mean, _grad_var):  # type: ignore[override]
-        x3d, weight, bias, mean, var = ctx.saved_tensors
+    def backward(ctx, grad_y):  # type: ignore[override]
+        x, weight, bias = ctx.saved_tensors
         needs = ctx.needs_input_grad[:3]
-        none = (None,) * 4
+        none = (None,) * 5
         if grad_y is None:
             return (None, None, None, *none)
         if torch.is_grad_enabled():  # double backward: through the reference path
-            reference = _group_reference(ctx.groups, ctx.eps, ctx.center, ctx.layout)
-            return (*cpu_common.differentiable_grads(reference, (x3d, weight, bias), needs, (grad_y,)), *none)
-        n = x3d.shape[0]
-        grad_x = buffers.empty(tuple(x3d.shape), x3d.dtype)
-        partial_w, partial_b = torch.empty(n, ctx.channels), torch.empty(n, ctx.channels)
-        kernel = numba_groups.group_backward_first if ctx.layout == "first" else numba_groups.group_backward_last
-        cpu_common.threads(x3d.numel())
+            reference = _group_reference(ctx.groups, ctx.eps, ctx.center)
+            return (*cpu_common.differentiable_grads(reference, (x, weight, bias), needs, (grad_y,)), *none)
+        n, channels = x.shape[:2]
+        kind = ctx.kind
+        grad_y = grad_y.contiguous(memory_format=cpu_common.dense_format(x))
+        grad_x, grad_x_array = buffers.empty_like_dense(x)
+        partial_w, partial_b = np.empty((n, channels), np.float32), np.empty((n, channels), np.float32)
+        mean, var = ctx.stats
+        kernel = numba_groups.group_backward_first if kind == "first" else numba_groups.group_backward_last
+        cpu_common.threads(x.numel())
         kernel(
-            arr(x3d), arr(grad_y.contiguous()), ctx.groups, cpu_common.param_array(weight, ctx.channels, 1.0),
-            mean.numpy(), (var + ctx.eps).rsqrt().numpy(), ctx.center, arr(grad_x), partial_w.numpy(),
-            partial_b.numpy(),
+            channel_view(arr(x), kind), channel_view(arr(grad_y), kind), ctx.groups, param_array(weight, channels, 1.0),
+            mean, rstd_array(var, ctx.eps), ctx.center, channel_view(grad_x_array, kind), partial_w, partial_b,
         )
-        grad_w = cpu_common.reduce_partials(partial_w, weight)
-        grad_b = cpu_common.reduce_partials(partial_b, bias)
-        grads = (grad_x, grad_w, grad_b)
+        grads = (grad_x, param_grad(partial_w.sum(0), weight), param_grad(partial_b.sum(0), bias))
         return (*(g if need else None for g, need in zip(grads, needs)), *none)
 
 
@@ -122,55 +91,58 @@ def _column_tile(channels: int, length: int) -> int:
     return max(16, min(length, (32768 // channels) // 16 * 16))
 
 
-def _column_forward(x3d, weight, bias, eps, center):
-    n, channels, length = x3d.shape
-    tile = _column_tile(channels, length)
-    y3d = buffers.empty((n, channels, length), x3d.dtype)
-    mean, rstd = torch.empty(n, length), torch.empty(n, length)
-    cpu_common.threads(x3d.numel())
+def _column_forward(x, weight, bias, eps, center, stats):
+    """LayerNorm2d (or RMS) over ``C`` of a contiguous ``x``; ``stats`` ``(2, N, L)`` receives mean and rstd."""
+    channels = x.shape[1]
+    xa = channel_view(arr(x), "first")
+    tile = _column_tile(channels, xa.shape[2])
+    y, y_array = buffers.empty_like_dense(x)
+    cpu_common.threads(x.numel())
     numba_columns.column_forward(
-        arr(x3d), cpu_common.param_array(weight, channels, 1.0), cpu_common.param_array(bias, channels, 0.0),
-        np.float32(eps), center, tile, arr(y3d), mean.numpy(), rstd.numpy(),
+        xa, param_array(weight, channels, 1.0), param_array(bias, channels, 0.0), np.float32(eps), center, tile,
+        channel_view(y_array, "first"), stats[0], stats[1],
     )
-    return y3d, mean, rstd, tile
+    return y, tile
 
 
 class ColumnFunction(torch.autograd.Function):
-    """LayerNorm2d (``center=True``) or RMS over ``C`` of a contiguous ``(N, C, L)`` input."""
+    """LayerNorm2d (``center=True``) or RMS over ``C`` of a contiguous ``(N, C, *)`` input."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, x3d, weight, bias, eps, center):  # type: ignore[override]
-        y3d, mean, rstd, tile = _column_forward(x3d, weight, bias, eps, center)
-        ctx.save_for_backward(x3d, weight, bias, mean, rstd)
-        ctx.eps, ctx.center, ctx.tile = eps, center, tile
-        return y3d
+    def forward(ctx: FunctionCtx, x, weight, bias, eps, center, stats):  # type: ignore[override]
+        y, tile = _column_forward(x, weight, bias, eps, center, stats)
+        ctx.save_for_backward(x, weight, bias)
+        ctx.eps, ctx.center, ctx.tile, ctx.stats = eps, center, tile, stats
+        return y
 
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
-        x3d, weight, bias, mean, rstd = ctx.saved_tensors
+        x, weight, bias = ctx.saved_tensors
         needs = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():  # double backward: through the reference path
 
             def reference(x, w, b):
                 return core.normalize(x, (1,), center=ctx.center, eps=ctx.eps, weight=w, bias=b, param_dim=1)
 
-            return (*cpu_common.differentiable_grads(reference, (x3d, weight, bias), needs, (grad_y,)), None, None)
-        n, channels, length = x3d.shape
+            return (*cpu_common.differentiable_grads(reference, (x, weight, bias), needs, (grad_y,)), None, None, None)
+        xa = channel_view(arr(x), "first")
+        n, channels, length = xa.shape
         tasks = n * (-(-length // ctx.tile))
-        grad_x = buffers.empty((n, channels, length), x3d.dtype)
-        partial_w, partial_b = torch.empty(tasks, channels), torch.empty(tasks, channels)
-        cpu_common.threads(x3d.numel())
+        grad_y = grad_y.contiguous()
+        grad_x, grad_x_array = buffers.empty_like_dense(x)
+        partial_w, partial_b = np.empty((tasks, channels), np.float32), np.empty((tasks, channels), np.float32)
+        cpu_common.threads(x.numel())
         numba_columns.column_backward(
-            arr(x3d), arr(grad_y.contiguous()), cpu_common.param_array(weight, channels, 1.0), mean.numpy(),
-            rstd.numpy(), ctx.center, ctx.tile, arr(grad_x), partial_w.numpy(), partial_b.numpy(),
+            xa, channel_view(arr(grad_y), "first"), param_array(weight, channels, 1.0), ctx.stats[0], ctx.stats[1],
+            ctx.center, ctx.tile, channel_view(grad_x_array, "first"), partial_w, partial_b,
         )
-        grads = (grad_x, cpu_common.reduce_partials(partial_w, weight), cpu_common.reduce_partials(partial_b, bias))
-        return (*(g if need else None for g, need in zip(grads, needs)), None, None)
+        grads = (grad_x, param_grad(partial_w.sum(0), weight), param_grad(partial_b.sum(0), bias))
+        return (*(g if need else None for g, need in zip(grads, needs)), None, None, None)
 
 
-def _usable(layout, x: Tensor, weight, bias, eps) -> bool:
+def _usable(kind, x: Tensor, weight, bias, eps) -> bool:
     return (
-        layout is not None
+        kind is not None
         and isinstance(eps, (int, float))
         and not isinstance(eps, bool)
         and cpu_common.params_ok(x.shape[1], weight, bias)
@@ -178,16 +150,17 @@ def _usable(layout, x: Tensor, weight, bias, eps) -> bool:
 
 
 def _per_sample(x, groups, weight, bias, eps, center):
-    """Run :class:`GroupFunction` on ``x`` in its layout: ``(y, mean, var)``, or ``None`` when declined."""
-    layout = channel_layout(x)
-    if not _usable(layout, x, weight, bias, eps):
+    """Run :class:`GroupFunction` on ``x`` in its layout: ``(y, stats)`` with ``stats`` ``(2, N, G)`` (mean,
+    variance), or ``None`` when declined."""
+    kind = cpu_common.channel_kind(x)
+    if not _usable(kind, x, weight, bias, eps):
         return None
-    kind, x3d = layout
+    stats = np.empty((2, x.shape[0], groups), np.float32)
     if cpu_common.needs_grad(x, weight, bias):
-        y3d, mean, var = GroupFunction.apply(x3d, weight, bias, groups, float(eps), center, kind)
+        y = GroupFunction.apply(x, weight, bias, groups, float(eps), center, kind, stats)
     else:
-        y3d, mean, var = _group_forward(x3d, weight, bias, groups, float(eps), center, kind)
-    return restore_layout(y3d, kind, x), mean, var
+        y = _group_forward(x, weight, bias, groups, float(eps), center, kind, stats)
+    return y, stats
 
 
 def fast_group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
@@ -206,12 +179,10 @@ def fast_instance_norm(
     result = _per_sample(x, x.shape[1], weight, bias, eps, True)
     if result is None:
         return None
-    y, mean, var = result
+    y, stats = result
     if running_mean is not None:
-        count = x[0, 0].numel()
-        update_running_stats_(
-            running_mean, running_var, mean.mean(0), var.mean(0), count, momentum, num_batches_tracked
-        )
+        count = x.numel() // (x.shape[0] * x.shape[1])
+        cpu_common.fold_running_stats(running_mean, running_var, stats.mean(1), count, momentum, num_batches_tracked)
     return y
 
 
@@ -228,20 +199,12 @@ def fast_normalize(x, dims, center=True, eps=1e-5, weight=None, bias=None, param
         return None if result is None else result[0]
     if dims != (1,):
         return None
-    layout = channel_layout(x)
-    if not _usable(layout, x, weight, bias, eps):
+    kind = cpu_common.channel_kind(x)
+    if not _usable(kind, x, weight, bias, eps):
         return None
-    kind, x3d = layout
-    grad = cpu_common.needs_grad(x, weight, bias)
-    if kind == "first":
-        if grad:
-            y3d = ColumnFunction.apply(x3d, weight, bias, float(eps), center)
-        else:
-            y3d = _column_forward(x3d, weight, bias, float(eps), center)[0]
-        return restore_layout(y3d, kind, x)
-    rows = x3d.reshape(-1, x.shape[1])  # channels-last: each position's channels are one row
-    if grad:
-        y2d = RowNormFunction.apply(rows, weight, bias, float(eps), center)
-    else:
-        y2d = row_forward(rows, weight, bias, float(eps), center)[0]
-    return restore_layout(y2d.view(x3d.shape), kind, x)
+    if kind == "last":  # channels-last: each position's channels are one row
+        return fast_rows(x, x.shape[1], weight, bias, float(eps), center)
+    stats = np.empty((2, x.shape[0], x.numel() // (x.shape[0] * x.shape[1])), np.float32)
+    if cpu_common.needs_grad(x, weight, bias):
+        return ColumnFunction.apply(x, weight, bias, float(eps), center, stats)
+    return _column_forward(x, weight, bias, float(eps), center, stats)[0]

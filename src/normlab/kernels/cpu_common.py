@@ -27,7 +27,9 @@ from torch import Tensor
 from torch.overrides import has_torch_function
 
 from normlab.core.dispatch import reference_only
-from normlab.kernels.numba_dtypes import KERNEL_VIEW
+from normlab.core.stats import count_batch_, update_running_stats_
+from normlab.kernels import numba_batch
+from normlab.kernels.storage import KERNEL_VIEW, as_kernel_array, float32_array
 
 SUPPORTED_DTYPES = tuple(KERNEL_VIEW)
 
@@ -52,7 +54,7 @@ def plain_cpu_tensor(x: object) -> bool:
     """Whether ``x`` is an ordinary strided CPU tensor of a dtype the kernels store."""
     return (
         isinstance(x, Tensor)
-        and x.device.type == "cpu"
+        and x.is_cpu
         and x.layout == torch.strided
         and x.dtype in SUPPORTED_DTYPES
         and not has_torch_function((x,))
@@ -70,20 +72,12 @@ def params_ok(size: int, *params: Tensor | None) -> bool:
     return all(p is None or (plain_cpu_tensor(p) and p.numel() == size) for p in params)
 
 
-def as_float32(p: Tensor | None, size: int, fill: float) -> Tensor:
-    """``p`` flattened to a contiguous float32 vector, or ``size`` copies of ``fill`` when ``p`` is ``None``."""
-    if p is None:
-        return torch.from_numpy(_constant(size, fill))
-    if p.dtype == torch.float32 and p.is_contiguous():
-        return p.detach().view(-1)
-    return p.detach().reshape(-1).to(torch.float32).contiguous()
-
-
 def param_array(p: Tensor | None, size: int, fill: float) -> np.ndarray:
-    """:func:`as_float32` as the NumPy array a kernel takes (kernels only read it: the constants are shared)."""
+    """``p`` as the contiguous float32 NumPy vector a kernel takes, or ``size`` copies of ``fill`` when ``p`` is
+    ``None`` (kernels only read it: the constants are shared)."""
     if p is None:
         return _constant(size, fill)
-    return as_float32(p, size, fill).numpy()
+    return float32_array(p)
 
 
 @functools.lru_cache(maxsize=64)
@@ -94,6 +88,84 @@ def _constant(size: int, fill: float) -> np.ndarray:
 def needs_grad(*tensors: Tensor | None) -> bool:
     """Whether autograd will record this call: grad mode is on and a given tensor requires a gradient."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+_LAST_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def channel_kind(x: Tensor) -> str | None:
+    """How a per-channel kernel reads an ``(N, C, *)`` input: ``"first"`` when it is contiguous, ``"last"`` when
+    it is channels-last (4-D or 5-D); ``None`` for any other layout or an input the kernels do not take (the
+    reference path runs).
+
+    Examples:
+        >>> channel_kind(torch.zeros(2, 3, 4, 5)), channel_kind(torch.zeros(2, 3, 4, 5).transpose(2, 3))
+        ('first', None)
+        >>> channel_kind(torch.zeros(2, 3, 4, 5).contiguous(memory_format=torch.channels_last))
+        'last'
+    """
+    if not plain_cpu_tensor(x) or tracing() or x.dim() < 2 or x.numel() == 0:
+        return None
+    if x.is_contiguous():
+        return "first"
+    fmt = _LAST_FORMATS.get(x.dim())
+    return "last" if fmt is not None and x.is_contiguous(memory_format=fmt) else None
+
+
+def dense_format(x: Tensor) -> torch.memory_format:
+    """The memory format of an input :func:`channel_kind` accepted."""
+    return torch.contiguous_format if x.is_contiguous() else _LAST_FORMATS[x.dim()]
+
+
+def channel_view(a: np.ndarray, kind: str) -> np.ndarray:
+    """The kernel's 3-D view (no copy) of the array ``a`` of an ``(N, C, *)`` tensor of that ``kind``:
+    ``(N, C, L)`` for ``"first"``, ``(N, L, C)`` (memory order) for ``"last"``, ``L`` the spatial size.
+
+    Examples:
+        >>> x = torch.arange(24.0).reshape(1, 2, 3, 4).contiguous(memory_format=torch.channels_last)
+        >>> channel_view(x.numpy(), "last")[0, :2].tolist()
+        [[0.0, 12.0], [1.0, 13.0]]
+    """
+    n, c = a.shape[:2]
+    if kind == "first":
+        return a.reshape(n, c, -1)
+    ordered = a.transpose(0, *range(2, a.ndim), 1)  # (N, *, C): C-contiguous, so the reshape is a view
+    return ordered.reshape(n, -1, c)
+
+
+def param_grad(grad: np.ndarray, like: Tensor | None) -> Tensor | None:
+    """A float32 per-channel gradient (NumPy) as a tensor shaped and typed like its parameter ``like``."""
+    if like is None:
+        return None
+    out = torch.from_numpy(grad)
+    if like.dtype != torch.float32:
+        out = out.to(like.dtype)
+    return out if out.shape == like.shape else out.view(like.shape)
+
+
+def rstd_array(var: np.ndarray, eps: float) -> np.ndarray:
+    """``1 / sqrt(var + eps)`` in float32."""
+    return (1.0 / np.sqrt(var + np.float32(eps))).astype(np.float32)
+
+
+def fold_running_stats(running_mean, running_var, stats: np.ndarray, count: int, momentum, num_batches_tracked):
+    """:func:`~normlab.core.stats.update_running_stats_` with the batch's float32 ``stats`` ``(2, C)`` (mean,
+    biased variance), done in place by :func:`~normlab.kernels.numba_batch.fold_running_stats` when the buffers
+    are plain CPU tensors a kernel takes (else by the core's torch ops)."""
+    in_place = (
+        running_mean is not None and running_var is not None
+        and (momentum is not None or num_batches_tracked is not None)
+        and params_ok(stats.shape[1], running_mean, running_var)
+        and running_mean.is_contiguous() and running_var.is_contiguous()
+        and not (running_mean.requires_grad or running_var.requires_grad)
+    )
+    if not in_place:
+        mean, var = torch.from_numpy(stats[0]), torch.from_numpy(stats[1])
+        update_running_stats_(running_mean, running_var, mean, var, count, momentum, num_batches_tracked)
+        return
+    factor = count_batch_(momentum, num_batches_tracked)
+    numba_batch.fold_running_stats(as_kernel_array(running_mean).reshape(-1), as_kernel_array(running_var).reshape(-1),
+                                   stats[0], stats[1], np.float32(factor), np.float32(count / max(count - 1, 1)))
 
 
 SMALL_WORK = 1 << 16
@@ -109,13 +181,6 @@ def threads(work: int | None = None) -> int:
     if numba.get_num_threads() != count:
         numba.set_num_threads(count)
     return count
-
-
-def reduce_partials(partials: Tensor, like: Tensor | None) -> Tensor | None:
-    """Sum per-chunk float32 partials ``(chunks, n)`` into a gradient shaped and typed like ``like``."""
-    if like is None:
-        return None
-    return partials.sum(0).reshape(like.shape).to(like.dtype)
 
 
 def differentiable_grads(

@@ -3,8 +3,10 @@ autograd glue around :mod:`normlab.kernels.numba_rows`.
 
 Each ``fast_*`` function takes the core op's arguments and returns its result, or ``None`` to decline (see
 :mod:`normlab.kernels.cpu_common`); the input must be contiguous so that its trailing ``normalized_shape``
-dims form rows of a 2-D view. The forward saves the per-row mean and :math:`1/\\sigma` for the backward, which
-returns the gradients for the input, the weight and the bias (and the residual, for the fused ops).
+dims form rows of a 2-D view (a channels-last input's channel vectors are rows too: LayerNorm2d). The forward
+keeps the per-row mean and :math:`1/\\sigma` (NumPy) for the backward, which returns the gradients for the input,
+the weight and the bias (and the residual, for the fused ops); the glue is lean in the way of
+:mod:`normlab.kernels.cpu_batch`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch.autograd.function import FunctionCtx
 
 from normlab.core import functional as core
 from normlab.kernels import buffers, cpu_common, numba_rows
+from normlab.kernels.cpu_common import channel_view, param_array, param_grad
 from normlab.kernels.numba_dtypes import as_kernel_array as arr
 
 
@@ -36,114 +39,140 @@ def _usable_eps(eps: object) -> bool:
     return isinstance(eps, (int, float)) and not isinstance(eps, bool)
 
 
-def row_forward(x2d: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, center: bool):
-    rows, n = x2d.shape
-    chunks = min(cpu_common.threads(x2d.numel()), rows)
-    y = buffers.empty((rows, n), x2d.dtype)
-    mean, rstd = torch.empty(rows), torch.empty(rows)
+def _rows(a: np.ndarray, n: int) -> np.ndarray:
+    """The ``(R, n)`` row view of a kernel array: the trailing ``n`` values of a contiguous tensor, or the channel
+    vectors (``n = C``) of a channels-last one."""
+    if a.flags.c_contiguous:
+        return a.reshape(-1, n)
+    return channel_view(a, "last").reshape(-1, n)
+
+
+def _row_forward(x: Tensor, n: int, weight, bias, eps: float, center: bool, stats: np.ndarray) -> Tensor:
+    """LayerNorm (``center``) or RMSNorm of ``x``'s rows of ``n`` values; ``stats`` ``(2, R)`` receives the rows'
+    mean and ``1/sigma``. The output is laid out like ``x``."""
+    xa = _rows(arr(x), n)
+    chunks = min(cpu_common.threads(x.numel()), xa.shape[0])
+    y, y_array = buffers.empty_like_dense(x)
     numba_rows.norm_rows_forward(
-        arr(x2d), cpu_common.param_array(weight, n, 1.0), cpu_common.param_array(bias, n, 0.0), np.float32(eps),
-        center, chunks, arr(y), mean.numpy(), rstd.numpy(),
+        xa, param_array(weight, n, 1.0), param_array(bias, n, 0.0), np.float32(eps), center, chunks,
+        _rows(y_array, n), stats[0], stats[1],
     )
-    return y, mean, rstd
+    return y
 
 
-def _add_forward(x2d, residual2d, weight, bias, eps, center):
-    rows, n = x2d.shape
-    chunks = min(cpu_common.threads(x2d.numel()), rows)
-    y, s = buffers.empty((rows, n), x2d.dtype), buffers.empty((rows, n), x2d.dtype)
-    mean, rstd = torch.empty(rows), torch.empty(rows)
+def _add_forward(x, residual, n, weight, bias, eps, center, stats):
+    xa = _rows(arr(x), n)
+    chunks = min(cpu_common.threads(x.numel()), xa.shape[0])
+    (y, y_array), (s, s_array) = buffers.empty_like_dense(x), buffers.empty_like_dense(x)
     numba_rows.add_norm_rows_forward(
-        arr(x2d), arr(residual2d), cpu_common.param_array(weight, n, 1.0), cpu_common.param_array(bias, n, 0.0),
-        np.float32(eps), center, chunks, arr(y), arr(s), mean.numpy(), rstd.numpy(),
+        xa, _rows(arr(residual), n), param_array(weight, n, 1.0), param_array(bias, n, 0.0), np.float32(eps),
+        center, chunks, _rows(y_array, n), _rows(s_array, n), stats[0], stats[1],
     )
-    return y, s, mean, rstd
+    return y, s
 
 
-def _backward(x2d, weight, bias, mean, rstd, center, grad_y, grad_s):
-    rows, n = x2d.shape
-    chunks = min(cpu_common.threads(x2d.numel()), rows)
-    grad_x = buffers.empty((rows, n), x2d.dtype)
-    partial_w, partial_b = torch.empty(chunks, n), torch.empty(chunks, n)
-    has_grad_s = grad_s is not None
+def _backward(x, n, weight, bias, stats, center, grad_y, grad_s):
+    """``(grad_x, grad_w, grad_b)`` of the row norm of ``x`` (``grad_s``: the gradient of the fused ops' sum)."""
+    layout = cpu_common.dense_format(x)
+    grad_y = grad_y.contiguous(memory_format=layout)
+    grad_s = None if grad_s is None else grad_s.contiguous(memory_format=layout)
+    xa = _rows(arr(x), n)
+    chunks = min(cpu_common.threads(x.numel()), xa.shape[0])
+    grad_x, grad_x_array = buffers.empty_like_dense(x)
+    partial_w, partial_b = np.empty((chunks, n), np.float32), np.empty((chunks, n), np.float32)
+    ga = _rows(arr(grad_y), n)
     numba_rows.norm_rows_backward(
-        arr(x2d), arr(grad_y), arr(grad_s if has_grad_s else grad_y), cpu_common.param_array(weight, n, 1.0),
-        mean.numpy(), rstd.numpy(), center, has_grad_s, chunks, arr(grad_x), partial_w.numpy(), partial_b.numpy(),
+        xa, ga, ga if grad_s is None else _rows(arr(grad_s), n), param_array(weight, n, 1.0), stats[0], stats[1],
+        center, grad_s is not None, chunks, _rows(grad_x_array, n), partial_w, partial_b,
     )
-    return grad_x, cpu_common.reduce_partials(partial_w, weight), cpu_common.reduce_partials(partial_b, bias)
+    return grad_x, param_grad(partial_w.sum(0), weight), param_grad(partial_b.sum(0), bias)
 
 
-def _reference(center: bool, eps: float, n: int):
-    def norm(x2d, weight, bias):
+def _reference(center: bool, eps: float, n: int, like: Tensor):
+    """The row norm on the core's reference path, for ``like``'s layout (double backward)."""
+
+    def norm(x, weight, bias):
+        if not x.is_contiguous():  # channels-last: normalize over C
+            return core.normalize(x, (1,), center=center, eps=eps, weight=weight, bias=bias, param_dim=1)
+        rows = x.reshape(-1, n)
         w = None if weight is None else weight.reshape(n)
         if center:
-            return core.layer_norm(x2d, (n,), w, None if bias is None else bias.reshape(n), eps)
-        return core.rms_norm(x2d, (n,), w, eps)
+            return core.layer_norm(rows, (n,), w, None if bias is None else bias.reshape(n), eps).view(x.shape)
+        return core.rms_norm(rows, (n,), w, eps).view(x.shape)
 
     return norm
 
 
 class RowNormFunction(torch.autograd.Function):
-    """LayerNorm (``center=True``) or RMSNorm of each row of a contiguous 2-D input, on the Numba kernels."""
+    """LayerNorm (``center=True``) or RMSNorm of each row of ``n`` values of ``x`` (the trailing values of a
+    contiguous tensor, or the channels of a channels-last one), on the Numba kernels."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, x2d, weight, bias, eps, center):  # type: ignore[override]
-        y, mean, rstd = row_forward(x2d, weight, bias, eps, center)
-        ctx.save_for_backward(x2d, weight, bias, mean, rstd)
-        ctx.eps, ctx.center = eps, center
+    def forward(ctx: FunctionCtx, x, weight, bias, eps, center, n, stats):  # type: ignore[override]
+        y = _row_forward(x, n, weight, bias, eps, center, stats)
+        ctx.save_for_backward(x, weight, bias)
+        ctx.eps, ctx.center, ctx.n, ctx.stats = eps, center, n, stats
         return y
 
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
-        x2d, weight, bias, mean, rstd = ctx.saved_tensors
+        x, weight, bias = ctx.saved_tensors
         needs = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():  # double backward: go through the differentiable reference path
             grads = cpu_common.differentiable_grads(
-                _reference(ctx.center, ctx.eps, x2d.shape[1]), (x2d, weight, bias), needs, (grad_y,)
+                _reference(ctx.center, ctx.eps, ctx.n, x), (x, weight, bias), needs, (grad_y,)
             )
         else:
-            grads = _backward(x2d, weight, bias, mean, rstd, ctx.center, grad_y.contiguous(), None)
-        return (*(g if need else None for g, need in zip(grads, needs)), None, None)
+            grads = _backward(x, ctx.n, weight, bias, ctx.stats, ctx.center, grad_y, None)
+        return (*(g if need else None for g, need in zip(grads, needs)), None, None, None, None)
 
 
 class AddRowNormFunction(torch.autograd.Function):
     """``s = x + residual`` and the LayerNorm / RMSNorm of ``s``'s rows, in one pass; returns ``(y, s)``."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, x2d, residual2d, weight, bias, eps, center):  # type: ignore[override]
-        y, s, mean, rstd = _add_forward(x2d, residual2d, weight, bias, eps, center)
-        ctx.save_for_backward(x2d, residual2d, weight, bias, s, mean, rstd)
-        ctx.eps, ctx.center = eps, center
+    def forward(ctx: FunctionCtx, x, residual, weight, bias, eps, center, n, stats):  # type: ignore[override]
+        y, s = _add_forward(x, residual, n, weight, bias, eps, center, stats)
+        ctx.save_for_backward(x, residual, weight, bias, s)
+        ctx.eps, ctx.center, ctx.n, ctx.stats = eps, center, n, stats
         ctx.set_materialize_grads(False)
         return y, s
 
     @staticmethod
     def backward(ctx, grad_y, grad_s):  # type: ignore[override]
-        x2d, residual2d, weight, bias, s, mean, rstd = ctx.saved_tensors
+        x, residual, weight, bias, s = ctx.saved_tensors
         needs = ctx.needs_input_grad[:4]
         if grad_y is None and grad_s is None:
-            return None, None, None, None, None, None
+            return (None,) * 8
         if torch.is_grad_enabled():  # double backward: through the reference path
-            norm = _reference(ctx.center, ctx.eps, x2d.shape[1])
+            norm = _reference(ctx.center, ctx.eps, ctx.n, x)
 
             def fused(x, r, w, b):
                 total = x + r
                 return norm(total, w, b), total
 
-            grads = cpu_common.differentiable_grads(fused, (x2d, residual2d, weight, bias), needs, (grad_y, grad_s))
-            return (*grads, None, None)
+            grads = cpu_common.differentiable_grads(fused, (x, residual, weight, bias), needs, (grad_y, grad_s))
+            return (*grads, None, None, None, None)
         if grad_y is None:
-            return grad_s if needs[0] else None, grad_s if needs[1] else None, None, None, None, None
-        grad_s = None if grad_s is None else grad_s.contiguous()
-        grad_x, grad_w, grad_b = _backward(s, weight, bias, mean, rstd, ctx.center, grad_y.contiguous(), grad_s)
+            return grad_s if needs[0] else None, grad_s if needs[1] else None, *(None,) * 6
+        grad_x, grad_w, grad_b = _backward(s, ctx.n, weight, bias, ctx.stats, ctx.center, grad_y, grad_s)
+        # x and residual get the same gradient, each as a view of it (as torch's own graph for
+        # ``x.view(...) + residual.view(...)`` gives), so autograd need not copy it for a second leaf.
         return (
-            grad_x if needs[0] else None,
-            grad_x if needs[1] else None,
+            grad_x.view(grad_x.shape) if needs[0] else None,
+            grad_x.view(grad_x.shape) if needs[1] else None,
             grad_w if needs[2] else None,
             grad_b if needs[3] else None,
-            None,
-            None,
+            None, None, None, None,
         )
+
+
+def fast_rows(x: Tensor, n: int, weight, bias, eps: float, center: bool) -> Tensor:
+    """The row norm of ``x`` (contiguous, or channels-last with ``n = C``), through autograd when needed."""
+    stats = np.empty((2, x.numel() // n), np.float32)
+    if not cpu_common.needs_grad(x, weight, bias):
+        return _row_forward(x, n, weight, bias, eps, center, stats)
+    return RowNormFunction.apply(x, weight, bias, eps, center, n, stats)
 
 
 def fast_layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -151,9 +180,7 @@ def fast_layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     n = _row_length(x, normalized_shape)
     if n is None or not cpu_common.params_ok(n, weight, bias) or not _usable_eps(eps):
         return None
-    if not cpu_common.needs_grad(x, weight, bias):
-        return row_forward(x.view(-1, n), weight, bias, float(eps), True)[0].view(x.shape)
-    return RowNormFunction.apply(x.view(-1, n), weight, bias, float(eps), True).view(x.shape)
+    return fast_rows(x, n, weight, bias, float(eps), True)
 
 
 def fast_rms_norm(x, normalized_shape, weight=None, eps=None):
@@ -161,9 +188,7 @@ def fast_rms_norm(x, normalized_shape, weight=None, eps=None):
     n = _row_length(x, normalized_shape)
     if n is None or not cpu_common.params_ok(n, weight) or not _usable_eps(eps):
         return None
-    if not cpu_common.needs_grad(x, weight):
-        return row_forward(x.view(-1, n), weight, None, float(eps), False)[0].view(x.shape)
-    return RowNormFunction.apply(x.view(-1, n), weight, None, float(eps), False).view(x.shape)
+    return fast_rows(x, n, weight, None, float(eps), False)
 
 
 def _fused(x, residual, normalized_shape, weight, bias, eps, center):
@@ -178,12 +203,10 @@ def _fused(x, residual, normalized_shape, weight, bias, eps, center):
         or not _usable_eps(eps)
     ):
         return None
-    x2d, r2d = x.view(-1, n), residual.view(-1, n)
+    stats = np.empty((2, x.numel() // n), np.float32)
     if not cpu_common.needs_grad(x, residual, weight, bias):
-        y, s = _add_forward(x2d, r2d, weight, bias, float(eps), center)[:2]
-    else:
-        y, s = AddRowNormFunction.apply(x2d, r2d, weight, bias, float(eps), center)
-    return y.view(x.shape), s.view(x.shape)
+        return _add_forward(x, residual, n, weight, bias, float(eps), center, stats)
+    return AddRowNormFunction.apply(x, residual, weight, bias, float(eps), center, n, stats)
 
 
 def fast_add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5):

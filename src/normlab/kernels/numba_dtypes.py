@@ -9,41 +9,22 @@ dtypes and accumulates in float32, as the core does:
   (add ``0x7FFF`` plus the lowest kept bit, then shift right), the rounding torch uses;
 - float16 goes through LLVM's ``fpext``/``fptrunc`` (``vcvtph2ps``/``vcvtps2ph`` on x86 with F16C).
 
-Both inline and vectorize. :func:`as_kernel_array` gives the NumPy view a kernel takes for a tensor.
+Both inline and vectorize. :func:`~normlab.kernels.storage.as_kernel_array` gives the NumPy view a kernel
+takes for a tensor.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
-from torch import Tensor
+
+from normlab.kernels.storage import KERNEL_VIEW, as_kernel_array  # noqa: F401  (re-exported)
 
 FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
 """Numba ``fastmath`` flags of every kernel: re-association (vectorized sums), FMA contraction, reciprocal and
 signed-zero freedom — but not "no NaN / no inf", so NaN and inf propagate as in torch."""
-
-# How each supported torch dtype is stored in a kernel array.
-KERNEL_VIEW: dict[torch.dtype, torch.dtype | None] = {
-    torch.float32: None,
-    torch.bfloat16: torch.uint16,
-    torch.float16: torch.int16,
-}
-
-
-def as_kernel_array(t: Tensor) -> np.ndarray:
-    """The NumPy array a kernel takes for a contiguous CPU tensor: float32 as is, bf16/fp16 as their bits.
-
-    Examples:
-        >>> as_kernel_array(torch.ones(2, dtype=torch.bfloat16)).tolist()  # 1.0 in bfloat16 is 0x3F80
-        [16256, 16256]
-    """
-    view = KERNEL_VIEW[t.dtype]
-    if t.requires_grad:
-        t = t.detach()
-    return (t if view is None else t.view(view)).numpy()
 
 
 @intrinsic
