@@ -3,6 +3,7 @@ this process (workers=0) and in spawned worker processes (a run that raises and 
 import itertools
 import json
 import os
+import subprocess
 import sys
 import textwrap
 
@@ -308,3 +309,21 @@ def test_killed_sweep_resumes_to_the_same_result(tmp_path):
         resumed, plain = a.get(config.run_id), b.get(config.run_id)
         assert resumed.status == plain.status == "finished" and resumed.attempts == 2
         assert resumed.metrics == plain.metrics
+
+
+_POOL_AFTER_NUMBA = """
+import os, torch, normlab
+from numba import njit
+from normlab.lab.sweep import size_numba_pool
+normlab.nn.LayerNorm(8)(torch.randn(2, 8))  # the kernels load Numba and start its thread pool
+size_numba_pool(1)
+assert "NUMBA_NUM_THREADS" not in os.environ, os.environ["NUMBA_NUM_THREADS"]
+njit(lambda a: a + 1)(1)  # a compilation after the pool started: fails if the variable changed
+print("ok")
+"""
+
+
+def test_numba_pool_is_not_resized_once_numba_is_loaded():
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-c", _POOL_AFTER_NUMBA], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -73,11 +73,12 @@ def _size_numba_pool(workers: int) -> None:
 
     The CPU kernels run with torch's thread count, but a larger idle Numba pool still competes for the cores; on a
     busy 2-core machine that made BatchNorm steps up to ten times slower. Worker processes inherit the variable;
-    this process too, as long as no kernel has run yet (Numba is imported on the first normalization call).
+    this process too, as long as Numba is not loaded yet (it is on the first normalization call); after that its
+    pool keeps its size.
     """
-    from normlab.lab.sweep import worker_threads
+    from normlab.lab.sweep import size_numba_pool, worker_threads
 
-    os.environ.setdefault("NUMBA_NUM_THREADS", str(worker_threads(max(1, workers))))
+    size_numba_pool(worker_threads(max(1, workers)))
 
 
 def run(args: argparse.Namespace) -> int:

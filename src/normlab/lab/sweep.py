@@ -34,6 +34,7 @@ import itertools
 import multiprocessing
 import os
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -142,6 +143,14 @@ def worker_threads(workers: int) -> int:
     return max(1, cores // max(1, workers))
 
 
+def size_numba_pool(threads: int) -> None:
+    """Ask for a Numba thread pool of ``threads`` (``NUMBA_NUM_THREADS``), unless the user chose a size or Numba is
+    already loaded in this process: its pool size is then fixed, and a changed variable would make Numba's next
+    compilation fail ("Cannot set NUMBA_NUM_THREADS ... once the threads have been launched")."""
+    if "numba" not in sys.modules:
+        os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
+
+
 def _default_train() -> TrainFn:
     from normlab.lab.trainer import train
 
@@ -188,7 +197,7 @@ def _worker_main(tasks: Any, results: Any, threads: int, home: Path, train_fn: T
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
     # Size Numba's thread pool like torch's before anything imports Numba: a larger pool oversubscribes the cores
     # that the other workers use.
-    os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
+    size_numba_pool(threads)
     import torch
 
     torch.set_num_threads(threads)
