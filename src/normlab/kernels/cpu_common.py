@@ -164,8 +164,9 @@ def fold_running_stats(running_mean, running_var, stats: np.ndarray, count: int,
         update_running_stats_(running_mean, running_var, mean, var, count, momentum, num_batches_tracked)
         return
     factor = count_batch_(momentum, num_batches_tracked)
-    numba_batch.fold_running_stats(as_kernel_array(running_mean).reshape(-1), as_kernel_array(running_var).reshape(-1),
-                                   stats[0], stats[1], np.float32(factor), np.float32(count / max(count - 1, 1)))
+    mean_buffer, var_buffer = as_kernel_array(running_mean).reshape(-1), as_kernel_array(running_var).reshape(-1)
+    unbias = np.float32(count / max(count - 1, 1))
+    numba_batch.fold_running_stats(mean_buffer, var_buffer, stats[0], stats[1], np.float32(factor), unbias)
 
 
 SMALL_WORK = 1 << 16
