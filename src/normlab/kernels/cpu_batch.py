@@ -24,7 +24,7 @@ from torch.autograd.function import FunctionCtx
 
 from normlab.core import functional as core
 from normlab.kernels import buffers, cpu_common, numba_batch
-from normlab.kernels.cpu_common import channel_view
+from normlab.kernels.cpu_common import channel_view, row_view
 from normlab.kernels.numba_dtypes import as_kernel_array as arr
 
 
@@ -38,7 +38,7 @@ def _kind(x: Tensor) -> str | None:
 def _view(a: np.ndarray, kind: str) -> np.ndarray:
     if kind == "first":
         return channel_view(a, "first")
-    return a if a.ndim == 2 else channel_view(a, "last").reshape(-1, a.shape[1])
+    return row_view(a, a.shape[1])
 
 
 def _block_rows(channels: int) -> int:

@@ -133,6 +133,20 @@ def channel_view(a: np.ndarray, kind: str) -> np.ndarray:
     return ordered.reshape(n, -1, c)
 
 
+def row_view(a: np.ndarray, n: int) -> np.ndarray:
+    """The ``(R, n)`` row view (no copy) of a kernel array: rows of the trailing ``n`` values of a contiguous
+    tensor, or the channel vectors (``n = C``) of a channels-last one.
+
+    Examples:
+        >>> x = torch.arange(24.0).reshape(1, 2, 3, 4).contiguous(memory_format=torch.channels_last)
+        >>> row_view(x.numpy(), 2)[:2].tolist(), row_view(torch.zeros(2, 3, 4).numpy(), 4).shape
+        ([[0.0, 12.0], [1.0, 13.0]], (6, 4))
+    """
+    if a.flags.c_contiguous:
+        return a.reshape(-1, n)
+    return channel_view(a, "last").reshape(-1, n)
+
+
 def param_grad(grad: np.ndarray, like: Tensor | None) -> Tensor | None:
     """A float32 per-channel gradient (NumPy) as a tensor shaped and typed like its parameter ``like``."""
     if like is None:
@@ -144,8 +158,10 @@ def param_grad(grad: np.ndarray, like: Tensor | None) -> Tensor | None:
 
 
 def rstd_array(var: np.ndarray, eps: float) -> np.ndarray:
-    """``1 / sqrt(var + eps)`` in float32."""
-    return (1.0 / np.sqrt(var + np.float32(eps))).astype(np.float32)
+    """``1 / sqrt(var + eps)`` for float32 ``var``, in float32 (one new array)."""
+    rstd = var + np.float32(eps)
+    np.sqrt(rstd, out=rstd)
+    return np.reciprocal(rstd, out=rstd)
 
 
 def fold_running_stats(running_mean, running_var, stats: np.ndarray, count: int, momentum, num_batches_tracked):

@@ -21,7 +21,7 @@ from torch.autograd.function import FunctionCtx
 
 from normlab.core import functional as core
 from normlab.kernels import buffers, cpu_common, numba_rows
-from normlab.kernels.cpu_common import channel_view, param_array, param_grad
+from normlab.kernels.cpu_common import param_array, param_grad, row_view
 from normlab.kernels.numba_dtypes import as_kernel_array as arr
 
 
@@ -39,34 +39,26 @@ def _usable_eps(eps: object) -> bool:
     return isinstance(eps, (int, float)) and not isinstance(eps, bool)
 
 
-def _rows(a: np.ndarray, n: int) -> np.ndarray:
-    """The ``(R, n)`` row view of a kernel array: the trailing ``n`` values of a contiguous tensor, or the channel
-    vectors (``n = C``) of a channels-last one."""
-    if a.flags.c_contiguous:
-        return a.reshape(-1, n)
-    return channel_view(a, "last").reshape(-1, n)
-
-
 def _row_forward(x: Tensor, n: int, weight, bias, eps: float, center: bool, stats: np.ndarray) -> Tensor:
     """LayerNorm (``center``) or RMSNorm of ``x``'s rows of ``n`` values; ``stats`` ``(2, R)`` receives the rows'
     mean and ``1/sigma``. The output is laid out like ``x``."""
-    xa = _rows(arr(x), n)
+    xa = row_view(arr(x), n)
     chunks = min(cpu_common.threads(x.numel()), xa.shape[0])
     y, y_array = buffers.empty_like_dense(x)
     numba_rows.norm_rows_forward(
         xa, param_array(weight, n, 1.0), param_array(bias, n, 0.0), np.float32(eps), center, chunks,
-        _rows(y_array, n), stats[0], stats[1],
+        row_view(y_array, n), stats[0], stats[1],
     )
     return y
 
 
 def _add_forward(x, residual, n, weight, bias, eps, center, stats):
-    xa = _rows(arr(x), n)
+    xa = row_view(arr(x), n)
     chunks = min(cpu_common.threads(x.numel()), xa.shape[0])
     (y, y_array), (s, s_array) = buffers.empty_like_dense(x), buffers.empty_like_dense(x)
     numba_rows.add_norm_rows_forward(
-        xa, _rows(arr(residual), n), param_array(weight, n, 1.0), param_array(bias, n, 0.0), np.float32(eps),
-        center, chunks, _rows(y_array, n), _rows(s_array, n), stats[0], stats[1],
+        xa, row_view(arr(residual), n), param_array(weight, n, 1.0), param_array(bias, n, 0.0), np.float32(eps),
+        center, chunks, row_view(y_array, n), row_view(s_array, n), stats[0], stats[1],
     )
     return y, s
 
@@ -76,14 +68,14 @@ def _backward(x, n, weight, bias, stats, center, grad_y, grad_s):
     layout = cpu_common.dense_format(x)
     grad_y = grad_y.contiguous(memory_format=layout)
     grad_s = None if grad_s is None else grad_s.contiguous(memory_format=layout)
-    xa = _rows(arr(x), n)
+    xa = row_view(arr(x), n)
     chunks = min(cpu_common.threads(x.numel()), xa.shape[0])
     grad_x, grad_x_array = buffers.empty_like_dense(x)
     partial_w, partial_b = np.empty((chunks, n), np.float32), np.empty((chunks, n), np.float32)
-    ga = _rows(arr(grad_y), n)
+    ga = row_view(arr(grad_y), n)
     numba_rows.norm_rows_backward(
-        xa, ga, ga if grad_s is None else _rows(arr(grad_s), n), param_array(weight, n, 1.0), stats[0], stats[1],
-        center, grad_s is not None, chunks, _rows(grad_x_array, n), partial_w, partial_b,
+        xa, ga, ga if grad_s is None else row_view(arr(grad_s), n), param_array(weight, n, 1.0), stats[0], stats[1],
+        center, grad_s is not None, chunks, row_view(grad_x_array, n), partial_w, partial_b,
     )
     return grad_x, param_grad(partial_w.sum(0), weight), param_grad(partial_b.sum(0), bias)
 
