@@ -13,7 +13,7 @@ MIB = 1 << 20
 
 
 def test_block_is_reused_after_the_tensor_is_freed():
-    pool = OutputPool(max_idle_bytes=64 * MIB, min_pooled_bytes=MIB)
+    pool = OutputPool(max_bytes=64 * MIB, min_pooled_bytes=MIB)
     a = pool.empty((2 * MIB // 4,), torch.float32)
     address = a.data_ptr()
     del a
@@ -22,7 +22,7 @@ def test_block_is_reused_after_the_tensor_is_freed():
 
 
 def test_block_is_not_reused_while_a_view_is_alive():
-    pool = OutputPool(max_idle_bytes=64 * MIB, min_pooled_bytes=MIB)
+    pool = OutputPool(max_bytes=64 * MIB, min_pooled_bytes=MIB)
     a = pool.empty((512, 1024), torch.float32)
     a.fill_(3.0)
     view = a[7]  # keeps the storage alive
@@ -35,7 +35,7 @@ def test_block_is_not_reused_while_a_view_is_alive():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_output_has_the_requested_shape_dtype_and_is_writable(dtype):
-    pool = OutputPool(max_idle_bytes=64 * MIB, min_pooled_bytes=MIB)
+    pool = OutputPool(max_bytes=64 * MIB, min_pooled_bytes=MIB)
     t = pool.empty((3, 1024, 257), dtype)
     t.fill_(1.5)
     assert t.shape == (3, 1024, 257) and t.dtype == dtype and t.is_contiguous()
@@ -43,7 +43,7 @@ def test_output_has_the_requested_shape_dtype_and_is_writable(dtype):
 
 
 def test_idle_blocks_respect_the_cap_and_small_outputs_bypass_the_pool():
-    pool = OutputPool(max_idle_bytes=3 * MIB, min_pooled_bytes=MIB)
+    pool = OutputPool(max_bytes=3 * MIB, min_pooled_bytes=MIB)
     blocks = [pool.empty((MIB // 4 * 2,), torch.float32) for _ in range(3)]  # 2 MiB each
     del blocks
     assert pool.idle_bytes() <= 3 * MIB
@@ -52,7 +52,7 @@ def test_idle_blocks_respect_the_cap_and_small_outputs_bypass_the_pool():
 
 
 def test_a_zero_cap_turns_reuse_off():
-    pool = OutputPool(max_idle_bytes=0, min_pooled_bytes=MIB)
+    pool = OutputPool(max_bytes=0, min_pooled_bytes=MIB)
     a = pool.empty((MIB,), torch.float32)
     del a
     pool.empty((MIB,), torch.float32)
@@ -71,7 +71,7 @@ LAYOUTS = {
 @pytest.mark.parametrize("layout", LAYOUTS.values(), ids=LAYOUTS.keys())
 def test_empty_like_dense_keeps_the_layout_and_its_array_is_the_same_memory(layout, dtype):
     shape, memory_format = layout
-    pool = OutputPool(max_idle_bytes=64 * MIB, min_pooled_bytes=MIB)
+    pool = OutputPool(max_bytes=64 * MIB, min_pooled_bytes=MIB)
     like = torch.empty(shape, dtype=dtype).contiguous(memory_format=memory_format)
     out, array = pool.empty_like_dense(like)
     assert out.shape == like.shape and out.dtype == dtype and out.stride() == like.stride()
@@ -81,7 +81,7 @@ def test_empty_like_dense_keeps_the_layout_and_its_array_is_the_same_memory(layo
 
 
 def test_empty_like_dense_block_is_reused_only_when_tensor_and_views_are_gone():
-    pool = OutputPool(max_idle_bytes=64 * MIB, min_pooled_bytes=MIB)
+    pool = OutputPool(max_bytes=64 * MIB, min_pooled_bytes=MIB)
     like = torch.empty(8, 64, 32, 32).contiguous(memory_format=torch.channels_last)
     out, array = pool.empty_like_dense(like)
     first = out.data_ptr()

@@ -6,29 +6,30 @@ back to the operating system, and the next call pays one page fault per 4 KiB pa
 block. Measured on the 2-core machine of ``docs/benchmarks.md``: allocating and filling a 32 MiB tensor took
 about 9 ms against 0.6 ms to fill one already in hand — five times the LayerNorm kernel itself.
 
-This module keeps freed output blocks and hands them out again, as PyTorch's CUDA caching allocator does:
+This module keeps output blocks and hands them out again, as PyTorch's CUDA caching allocator does:
 
-- a block is a NumPy byte array (NumPy asks the kernel for transparent huge pages on large blocks, so even a
-  fresh block faults 2 MiB at a time); the tensor handed out is a view of it made by :func:`torch.from_numpy`;
-- a block comes back to the pool only when the last tensor (or view) on its storage is gone — the storage holds
-  the NumPy view, and a ``weakref.finalize`` on that view returns the block — so a block is never reused while
-  anything can still read it;
-- at most ``NORMLAB_KERNEL_POOL_MB`` MiB (default 1024) of idle blocks are kept; :func:`empty_cache` frees them,
-  and ``NORMLAB_KERNEL_POOL_MB=0`` turns the pool off (every output is then a fresh block).
+- a block is a NumPy array with the output's shape, strides and (kernel) dtype, on fresh NumPy memory (NumPy
+  asks the kernel for transparent huge pages on large blocks, so even a fresh block faults 2 MiB at a time);
+  the tensor handed out is :func:`torch.from_numpy` of it, and the kernel writes through the array itself;
+- a tensor made by :func:`torch.from_numpy` holds a reference to its array until the last tensor or view on
+  that storage is gone, so a block whose array has no references but the pool's is free. The pool checks that
+  (``sys.getrefcount``) when it looks for a block: nothing runs when a tensor is freed, and a block is never
+  handed out while anything can still read it;
+- at most ``NORMLAB_KERNEL_POOL_MB`` MiB (default 1024) of blocks are held, in use or idle; past that, idle
+  blocks are let go, or the output is an ordinary torch allocation. :func:`empty_cache` frees the
+  idle blocks, and ``NORMLAB_KERNEL_POOL_MB=0`` turns the pool off (every output is then a fresh block).
 
 Blocks under 1 MiB come from torch's own allocator, whose heap reuses them. Larger ones are not reliably
 reused there: glibc maps blocks over its threshold (at most 32 MiB) on their own, and gives the top of its heap
 back to the system once more than twice that threshold is free — which a forward+backward pass over a few 8 MiB
-tensors already does, so each call faults its outputs in again. Handing out a pooled block costs about 6 µs.
+tensors already does, so each call faults its outputs in again. Handing out a pooled block costs about 2 µs.
 """
 
 from __future__ import annotations
 
-import collections
-import math
 import os
+import sys
 import threading
-import weakref
 
 import numpy as np
 import torch
@@ -37,7 +38,16 @@ from torch import Tensor
 from normlab.kernels.storage import KERNEL_NUMPY_DTYPE, as_kernel_array
 
 _MIN_POOLED_BYTES = 1 << 20
-_ALIGN = 4096
+
+
+def _idle_refs() -> int:
+    """``sys.getrefcount(arrays[i])`` of an array that only the pool's list holds (measured: it differs
+    between Python builds)."""
+    held = [np.empty(0)]
+    return sys.getrefcount(held[0])
+
+
+_IDLE_REFS = _idle_refs()
 
 
 def _cap_from_env() -> int:
@@ -48,104 +58,133 @@ def _cap_from_env() -> int:
         raise ValueError(f"NORMLAB_KERNEL_POOL_MB must be a number of MiB, got {raw!r}") from error
 
 
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
 class OutputPool:
-    """A cache of freed output blocks, keyed by size; thread-safe.
+    """A cache of output blocks, keyed by shape, strides and dtype; thread-safe.
 
     Args:
-        max_idle_bytes: the most bytes of idle blocks kept for reuse (``0`` disables reuse).
+        max_bytes: the most bytes of blocks held, in use or idle (``0`` disables reuse).
         min_pooled_bytes: smaller outputs come from ``torch.empty``.
 
     Examples:
-        >>> pool = OutputPool(max_idle_bytes=64 << 20, min_pooled_bytes=1 << 20)
+        >>> pool = OutputPool(max_bytes=64 << 20, min_pooled_bytes=1 << 20)
         >>> a = pool.empty((512, 1024), torch.float32)
         >>> address = a.data_ptr()
-        >>> del a                                   # the block goes back to the pool ...
-        >>> pool.empty((1024, 512), torch.float32).data_ptr() == address   # ... and is handed out again
+        >>> del a                                   # the block is free again ...
+        >>> pool.empty((512, 1024), torch.float32).data_ptr() == address   # ... and is handed out again
         True
     """
 
-    def __init__(self, max_idle_bytes: int, min_pooled_bytes: int = _MIN_POOLED_BYTES) -> None:
-        self.max_idle_bytes = max_idle_bytes
+    def __init__(self, max_bytes: int, min_pooled_bytes: int = _MIN_POOLED_BYTES) -> None:
+        self.max_bytes = max_bytes
         self.min_pooled_bytes = min_pooled_bytes
-        self._idle: dict[int, list[np.ndarray]] = collections.defaultdict(list)
-        self._idle_bytes = 0
-        # Finalizers may run at any moment (even inside ``empty``), so they only append here; deque.append is
-        # atomic and takes no lock.
-        self._returned: collections.deque[np.ndarray] = collections.deque()
+        self._arrays: dict[tuple, list[np.ndarray]] = {}  # (shape, strides, dtype) → blocks, oldest first
+        self._held_bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         """An uninitialised contiguous CPU tensor of ``shape`` and ``dtype``, from the pool when large."""
-        nbytes = math.prod(shape) * dtype.itemsize
-        if nbytes < self.min_pooled_bytes or self.max_idle_bytes == 0:
-            return torch.empty(shape, dtype=dtype)
-        view = self._block(nbytes)[:nbytes]
-        weakref.finalize(view, self._returned.append, view.base).atexit = False
-        return torch.from_numpy(view).view(dtype).view(shape)
+        shape = tuple(shape)
+        return self._take(shape, _contiguous_strides(shape), dtype)[0]
 
     def empty_like_dense(self, like: Tensor) -> tuple[Tensor, np.ndarray]:
         """An uninitialised tensor with ``like``'s shape, dtype and strides (``like`` must be dense: contiguous or
         channels-last), and the kernel array on the same memory (:func:`~normlab.kernels.storage.
         as_kernel_array`'s type, same shape and strides); from the pool when large."""
-        nbytes = like.numel() * like.element_size()
-        if nbytes < self.min_pooled_bytes or self.max_idle_bytes == 0:
-            out = torch.empty_strided(like.shape, like.stride(), dtype=like.dtype)
+        return self._take(like.shape, like.stride(), like.dtype)
+
+    def _take(self, shape, strides, dtype: torch.dtype) -> tuple[Tensor, np.ndarray]:
+        nbytes = dtype.itemsize
+        for size in shape:
+            nbytes *= size
+        if nbytes < self.min_pooled_bytes or self.max_bytes == 0:
+            out = torch.empty_strided(shape, strides, dtype=dtype)
             return out, as_kernel_array(out)
-        np_dtype = KERNEL_NUMPY_DTYPE[like.dtype]
-        strides = tuple(s * like.element_size() for s in like.stride())
-        array = np.ndarray(like.shape, np_dtype, buffer=self._block(nbytes), strides=strides)
-        # the tensor holds ``array``: the block comes back when the last tensor on it is gone
-        weakref.finalize(array, self._returned.append, array.base).atexit = False
-        out = torch.from_numpy(array)
-        return (out if out.dtype == like.dtype else out.view(like.dtype)), array
-
-    def _block(self, nbytes: int) -> np.ndarray:
-        """A free block of at least ``nbytes`` (rounded up to the page): an idle one of that size, or a new one."""
-        size = -(-nbytes // _ALIGN) * _ALIGN
+        key = (shape, strides, dtype)  # torch.Size hashes and compares as a tuple
         with self._lock:
-            self._take_returned()
-            blocks = self._idle.get(size)
-            if blocks:
-                block = blocks.pop()
-                self._idle_bytes -= size
-                self.hits += 1
-            else:
-                block = None
+            array = self._idle_block(key)
+            if array is None:
                 self.misses += 1
-        if block is None:
-            block = np.empty(size, dtype=np.uint8)
-        return block
+                array = self._new_block(key, nbytes)
+            else:
+                self.hits += 1
+            if array is None:  # over the cap with every block in use: an ordinary allocation
+                out = torch.empty_strided(shape, strides, dtype=dtype)
+                return out, as_kernel_array(out)
+            out = torch.from_numpy(array)  # holds ``array`` while any tensor on it lives
+        return (out if out.dtype == dtype else out.view(dtype)), array
 
-    def _take_returned(self) -> None:
-        while self._returned:
-            block = self._returned.popleft()
-            if self._idle_bytes + block.size > self.max_idle_bytes:
-                continue  # over the cap: let this block go back to the system
-            self._idle[block.size].append(block)
-            self._idle_bytes += block.size
+    def _idle_block(self, key: tuple) -> np.ndarray | None:
+        arrays = self._arrays.get(key, ())
+        for i in range(len(arrays)):
+            if sys.getrefcount(arrays[i]) == _IDLE_REFS:
+                return arrays[i]
+        return None
+
+    def _new_block(self, key: tuple, nbytes: int) -> np.ndarray | None:
+        """A new block for ``key``, held by the pool if it fits under the cap (idle blocks are let go to make
+        room); ``None`` when it does not fit."""
+        if self._held_bytes + nbytes > self.max_bytes:
+            self._release_idle(until_free=nbytes)
+            if self._held_bytes + nbytes > self.max_bytes:
+                return None
+        shape, strides, dtype = key
+        itemsize = dtype.itemsize
+        array = np.ndarray(shape, KERNEL_NUMPY_DTYPE[dtype], buffer=np.empty(nbytes, np.uint8),
+                           strides=tuple(s * itemsize for s in strides))
+        self._arrays.setdefault(key, []).append(array)
+        self._held_bytes += nbytes
+        return array
+
+    def _release_idle(self, until_free: int | None = None) -> None:
+        """Let idle blocks go until ``until_free`` more bytes fit under the cap (all of them if ``None``)."""
+        for key in list(self._arrays):
+            arrays = self._arrays[key]
+            for i in reversed(range(len(arrays))):
+                if until_free is not None and self._held_bytes + until_free <= self.max_bytes:
+                    return
+                if sys.getrefcount(arrays[i]) == _IDLE_REFS:
+                    self._held_bytes -= arrays.pop(i).nbytes
+            if not arrays:
+                del self._arrays[key]
 
     def clear(self) -> None:
-        """Free every idle block."""
+        """Free every idle block (blocks in use stay held and are reused once free)."""
         with self._lock:
-            self._returned.clear()
-            self._idle.clear()
-            self._idle_bytes = 0
+            self._release_idle()
+
+    def forget(self) -> None:
+        """Drop every block, idle or in use (a block in use is freed by its last tensor)."""
+        with self._lock:
+            self._arrays.clear()
+            self._held_bytes = 0
 
     def idle_bytes(self) -> int:
-        """Bytes held in idle blocks (after taking back the blocks freed since the last call)."""
+        """Bytes held in idle blocks."""
         with self._lock:
-            self._take_returned()
-            return self._idle_bytes
+            return sum(arrays[i].nbytes for arrays in self._arrays.values() for i in range(len(arrays))
+                       if sys.getrefcount(arrays[i]) == _IDLE_REFS)
+
+    def held_bytes(self) -> int:
+        """Bytes held in blocks, in use or idle."""
+        return self._held_bytes
 
 
 _pool = OutputPool(_cap_from_env())
 
 
 def empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """An uninitialised contiguous CPU tensor for a kernel output, reusing a freed block when one fits."""
-    return _pool.empty(tuple(int(s) for s in shape), dtype)
+    """An uninitialised contiguous CPU tensor for a kernel output, reusing a free block when one fits."""
+    return _pool.empty(shape, dtype)
 
 
 def empty_like_dense(like: Tensor) -> tuple[Tensor, np.ndarray]:
@@ -173,26 +212,31 @@ def empty_cache() -> None:
 
 
 def pool_stats() -> dict[str, int]:
-    """The pool's idle bytes, its cap, and how many large outputs were reused (hits) or freshly made (misses)."""
+    """The pool's held and idle bytes, its cap, and how many large outputs were reused (hits) or freshly made
+    (misses)."""
     return {
+        "held_bytes": _pool.held_bytes(),
         "idle_bytes": _pool.idle_bytes(),
-        "max_idle_bytes": _pool.max_idle_bytes,
+        "max_bytes": _pool.max_bytes,
         "hits": _pool.hits,
         "misses": _pool.misses,
     }
 
 
-def set_pool_limit(max_idle_bytes: int) -> int:
-    """Set the most idle bytes kept (``0`` turns reuse off); returns the previous limit.
+def set_pool_limit(max_bytes: int) -> int:
+    """Set the most bytes of blocks held (``0`` turns reuse off and drops every block); returns the previous
+    limit.
 
     Examples:
         >>> previous = set_pool_limit(0); set_pool_limit(previous)
         0
     """
-    if max_idle_bytes < 0:
-        raise ValueError(f"the pool limit must be >= 0 bytes, got {max_idle_bytes}")
-    previous = _pool.max_idle_bytes
-    _pool.max_idle_bytes = int(max_idle_bytes)
-    if max_idle_bytes == 0:
+    if max_bytes < 0:
+        raise ValueError(f"the pool limit must be >= 0 bytes, got {max_bytes}")
+    previous = _pool.max_bytes
+    _pool.max_bytes = int(max_bytes)
+    if max_bytes == 0:
+        _pool.forget()
+    else:
         _pool.clear()
     return previous

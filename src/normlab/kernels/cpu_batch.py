@@ -78,7 +78,6 @@ class BatchFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
         x, weight, bias = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:3]
         if grad_y is None:
             return None, None, None, None, None, None
         if torch.is_grad_enabled():  # double backward: through the reference path
@@ -86,22 +85,23 @@ class BatchFunction(torch.autograd.Function):
             def reference(x, w, b):
                 return core.batch_norm(x, None, None, w, b, training=True, eps=ctx.eps)
 
-            return (*cpu_common.differentiable_grads(reference, (x, weight, bias), needs, (grad_y,)), None, None, None)
+            grads = cpu_common.differentiable_grads(reference, (x, weight, bias), ctx.needs_input_grad[:3], (grad_y,))
+            return (*grads, None, None, None)
         channels, kind = x.shape[1], ctx.kind
         grad_y = grad_y.contiguous(memory_format=cpu_common.dense_format(x))
         grad_x, grad_x_array = buffers.empty_like_dense(x)
         grad_w, grad_b = np.empty(channels, np.float32), np.empty(channels, np.float32)
         mean, var = ctx.stats
-        rstd = cpu_common.rstd_array(var, ctx.eps)
+        eps = np.float32(ctx.eps)
         xa, ga, da = _view(arr(x), kind), _view(arr(grad_y), kind), _view(grad_x_array, kind)
         w = cpu_common.param_array(weight, channels, 1.0)
         chunks = cpu_common.threads(x.numel())
         if kind == "first":
-            numba_batch.batch_backward_first(xa, ga, w, mean, rstd, da, grad_w, grad_b)
+            numba_batch.batch_backward_first(xa, ga, w, mean, var, eps, da, grad_w, grad_b)
         else:
-            numba_batch.batch_backward_last(xa, ga, w, mean, rstd, min(chunks, xa.shape[0]), da, grad_w, grad_b)
-        grads = (grad_x, cpu_common.param_grad(grad_w, weight), cpu_common.param_grad(grad_b, bias))
-        return (*(g if need else None for g, need in zip(grads, needs)), None, None, None)
+            numba_batch.batch_backward_last(xa, ga, w, mean, var, eps, min(chunks, xa.shape[0]), da, grad_w, grad_b)
+        # a gradient for an input that needs none is dropped by autograd
+        return grad_x, cpu_common.param_grad(grad_w, weight), cpu_common.param_grad(grad_b, bias), None, None, None
 
 
 def _evaluate(kind: str, x: Tensor, running_mean, running_var, weight, bias, eps) -> Tensor:
@@ -142,7 +142,7 @@ def fast_batch_norm(
         return None  # the reference path raises the explanatory error
     stats = np.empty((2, channels), np.float32)
     if cpu_common.needs_grad(x, weight, bias):
-        y = BatchFunction.apply(x, weight, bias, float(eps), kind, stats)
+        y = cpu_common.apply(BatchFunction, x, weight, bias, float(eps), kind, stats)
     else:
         y = _batch_forward(x, weight, bias, float(eps), kind, stats)
     if training:

@@ -18,7 +18,7 @@ from torch.autograd.function import FunctionCtx
 
 from normlab.core import functional as core
 from normlab.kernels import buffers, cpu_common, numba_columns, numba_groups
-from normlab.kernels.cpu_common import channel_view, param_array, param_grad, rstd_array
+from normlab.kernels.cpu_common import channel_view, param_array, param_grad
 from normlab.kernels.cpu_rows import fast_rows
 from normlab.kernels.numba_dtypes import as_kernel_array as arr
 
@@ -63,27 +63,26 @@ class GroupFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
         x, weight, bias = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:3]
         none = (None,) * 5
         if grad_y is None:
             return (None, None, None, *none)
         if torch.is_grad_enabled():  # double backward: through the reference path
             reference = _group_reference(ctx.groups, ctx.eps, ctx.center)
+            needs = ctx.needs_input_grad[:3]
             return (*cpu_common.differentiable_grads(reference, (x, weight, bias), needs, (grad_y,)), *none)
-        n, channels = x.shape[:2]
-        kind = ctx.kind
+        channels, kind = x.shape[1], ctx.kind
         grad_y = grad_y.contiguous(memory_format=cpu_common.dense_format(x))
         grad_x, grad_x_array = buffers.empty_like_dense(x)
-        partial_w, partial_b = np.empty((n, channels), np.float32), np.empty((n, channels), np.float32)
+        param_grads = np.empty((2, channels), np.float32)
         mean, var = ctx.stats
         kernel = numba_groups.group_backward_first if kind == "first" else numba_groups.group_backward_last
         cpu_common.threads(x.numel())
         kernel(
             channel_view(arr(x), kind), channel_view(arr(grad_y), kind), ctx.groups, param_array(weight, channels, 1.0),
-            mean, rstd_array(var, ctx.eps), ctx.center, channel_view(grad_x_array, kind), partial_w, partial_b,
+            mean, var, np.float32(ctx.eps), ctx.center, channel_view(grad_x_array, kind), *param_grads,
         )
-        grads = (grad_x, param_grad(partial_w.sum(0), weight), param_grad(partial_b.sum(0), bias))
-        return (*(g if need else None for g, need in zip(grads, needs)), *none)
+        # a gradient for an input that needs none is dropped by autograd
+        return grad_x, param_grad(param_grads[0], weight), param_grad(param_grads[1], bias), *none
 
 
 def _column_tile(channels: int, length: int) -> int:
@@ -118,26 +117,24 @@ class ColumnFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
         x, weight, bias = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():  # double backward: through the reference path
 
             def reference(x, w, b):
                 return core.normalize(x, (1,), center=ctx.center, eps=ctx.eps, weight=w, bias=b, param_dim=1)
 
-            return (*cpu_common.differentiable_grads(reference, (x, weight, bias), needs, (grad_y,)), None, None, None)
+            grads = cpu_common.differentiable_grads(reference, (x, weight, bias), ctx.needs_input_grad[:3], (grad_y,))
+            return (*grads, None, None, None)
         xa = channel_view(arr(x), "first")
-        n, channels, length = xa.shape
-        tasks = n * (-(-length // ctx.tile))
+        channels = xa.shape[1]
         grad_y = grad_y.contiguous()
         grad_x, grad_x_array = buffers.empty_like_dense(x)
-        partial_w, partial_b = np.empty((tasks, channels), np.float32), np.empty((tasks, channels), np.float32)
+        param_grads = np.empty((2, channels), np.float32)
         cpu_common.threads(x.numel())
         numba_columns.column_backward(
             xa, channel_view(arr(grad_y), "first"), param_array(weight, channels, 1.0), ctx.stats[0], ctx.stats[1],
-            ctx.center, ctx.tile, channel_view(grad_x_array, "first"), partial_w, partial_b,
+            ctx.center, ctx.tile, channel_view(grad_x_array, "first"), param_grads[0], param_grads[1],
         )
-        grads = (grad_x, param_grad(partial_w.sum(0), weight), param_grad(partial_b.sum(0), bias))
-        return (*(g if need else None for g, need in zip(grads, needs)), None, None, None)
+        return grad_x, param_grad(param_grads[0], weight), param_grad(param_grads[1], bias), None, None, None
 
 
 def _usable(kind, x: Tensor, weight, bias, eps) -> bool:
@@ -157,7 +154,7 @@ def _per_sample(x, groups, weight, bias, eps, center):
         return None
     stats = np.empty((2, x.shape[0], groups), np.float32)
     if cpu_common.needs_grad(x, weight, bias):
-        y = GroupFunction.apply(x, weight, bias, groups, float(eps), center, kind, stats)
+        y = cpu_common.apply(GroupFunction, x, weight, bias, groups, float(eps), center, kind, stats)
     else:
         y = _group_forward(x, weight, bias, groups, float(eps), center, kind, stats)
     return y, stats
@@ -189,15 +186,16 @@ def fast_instance_norm(
 def fast_normalize(x, dims, center=True, eps=1e-5, weight=None, bias=None, param_dim=None):
     """Fast path for :func:`normlab.core.functional.normalize` in two shapes of call: over ``C`` with
     per-channel parameters (LayerNorm2d) and over the spatial dims per channel (FilterResponseNorm)."""
-    if not isinstance(x, Tensor) or x.dim() < 3 or param_dim != 1:
+    if not isinstance(x, Tensor) or param_dim != 1:
         return None
-    if any(p is not None and p.dim() != 1 for p in (weight, bias)):
+    ndim = x.dim()
+    if ndim < 3 or (weight is not None and weight.dim() != 1) or (bias is not None and bias.dim() != 1):
         return None
-    dims = tuple(sorted(d % x.dim() for d in dims))
-    if dims == tuple(range(2, x.dim())):
+    dims = sorted(d % ndim for d in dims)
+    if dims == list(range(2, ndim)):
         result = _per_sample(x, x.shape[1], weight, bias, eps, center)
         return None if result is None else result[0]
-    if dims != (1,):
+    if dims != [1]:
         return None
     kind = cpu_common.channel_kind(x)
     if not _usable(kind, x, weight, bias, eps):
@@ -206,5 +204,5 @@ def fast_normalize(x, dims, center=True, eps=1e-5, weight=None, bias=None, param
         return fast_rows(x, x.shape[1], weight, bias, float(eps), center)
     stats = np.empty((2, x.shape[0], x.numel() // (x.shape[0] * x.shape[1])), np.float32)
     if cpu_common.needs_grad(x, weight, bias):
-        return ColumnFunction.apply(x, weight, bias, float(eps), center, stats)
+        return cpu_common.apply(ColumnFunction, x, weight, bias, float(eps), center, stats)
     return _column_forward(x, weight, bias, float(eps), center, stats)[0]

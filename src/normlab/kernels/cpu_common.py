@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Callable, Sequence
 
 import numba
@@ -69,7 +70,10 @@ def tracing() -> bool:
 
 def params_ok(size: int, *params: Tensor | None) -> bool:
     """Whether each given parameter is a plain CPU tensor with ``size`` elements (``None`` is fine)."""
-    return all(p is None or (plain_cpu_tensor(p) and p.numel() == size) for p in params)
+    for p in params:  # a loop, not all(...): this runs on every call, and a generator costs more
+        if p is not None and not (plain_cpu_tensor(p) and p.numel() == size):
+            return False
+    return True
 
 
 def param_array(p: Tensor | None, size: int, fill: float) -> np.ndarray:
@@ -77,6 +81,8 @@ def param_array(p: Tensor | None, size: int, fill: float) -> np.ndarray:
     ``None`` (kernels only read it: the constants are shared)."""
     if p is None:
         return _constant(size, fill)
+    if p.dtype == torch.float32 and p.dim() == 1 and p.is_contiguous():  # the usual parameter: no copy
+        return p.detach().numpy()
     return float32_array(p)
 
 
@@ -87,7 +93,11 @@ def _constant(size: int, fill: float) -> np.ndarray:
 
 def needs_grad(*tensors: Tensor | None) -> bool:
     """Whether autograd will record this call: grad mode is on and a given tensor requires a gradient."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    if torch.is_grad_enabled():
+        for t in tensors:
+            if t is not None and t.requires_grad:
+                return True
+    return False
 
 
 _LAST_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
@@ -157,13 +167,6 @@ def param_grad(grad: np.ndarray, like: Tensor | None) -> Tensor | None:
     return out if out.shape == like.shape else out.view(like.shape)
 
 
-def rstd_array(var: np.ndarray, eps: float) -> np.ndarray:
-    """``1 / sqrt(var + eps)`` for float32 ``var``, in float32 (one new array)."""
-    rstd = var + np.float32(eps)
-    np.sqrt(rstd, out=rstd)
-    return np.reciprocal(rstd, out=rstd)
-
-
 def fold_running_stats(running_mean, running_var, stats: np.ndarray, count: int, momentum, num_batches_tracked):
     """:func:`~normlab.core.stats.update_running_stats_` with the batch's float32 ``stats`` ``(2, C)`` (mean,
     biased variance), done in place by :func:`~normlab.kernels.numba_batch.fold_running_stats` when the buffers
@@ -189,15 +192,34 @@ SMALL_WORK = 1 << 16
 """Below this many elements a kernel runs on the calling thread alone: waking the other threads costs more."""
 
 
+_numba_threads = threading.local()  # the count this thread last gave Numba (Numba's setting is per thread)
+
+
 def threads(work: int | None = None) -> int:
     """Use as many threads as torch does (``torch.set_num_threads``), up to Numba's pool, or one thread for
-    fewer than :data:`SMALL_WORK` elements of ``work``; returns the count."""
+    fewer than :data:`SMALL_WORK` elements of ``work``; returns the count. Numba is told only when the count
+    changes, so a count set with ``numba.set_num_threads`` in between is not noticed: the kernels follow torch."""
     count = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if work is not None and work < SMALL_WORK:
         count = 1
-    if numba.get_num_threads() != count:
+    if getattr(_numba_threads, "count", None) != count:
         numba.set_num_threads(count)
+        _numba_threads.count = count
     return count
+
+
+def apply(function: type[torch.autograd.Function], *args):
+    """``function.apply(*args)`` without the Python layer of ``Function.apply``, which only matters under
+    functorch transforms (then it is used). Calls from a fast path never carry functorch-wrapped tensors
+    (:func:`plain_cpu_tensor`), and skipping that layer saves a few µs a call."""
+    if torch._C._are_functorch_transforms_active():
+        return function.apply(*args)
+    return _raw_apply(function)(*args)
+
+
+@functools.cache
+def _raw_apply(function: type[torch.autograd.Function]):
+    return super(torch.autograd.Function, function).apply
 
 
 def differentiable_grads(

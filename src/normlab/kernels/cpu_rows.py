@@ -71,13 +71,13 @@ def _backward(x, n, weight, bias, stats, center, grad_y, grad_s):
     xa = row_view(arr(x), n)
     chunks = min(cpu_common.threads(x.numel()), xa.shape[0])
     grad_x, grad_x_array = buffers.empty_like_dense(x)
-    partial_w, partial_b = np.empty((chunks, n), np.float32), np.empty((chunks, n), np.float32)
+    param_grads = np.empty((2, n), np.float32)
     ga = row_view(arr(grad_y), n)
     numba_rows.norm_rows_backward(
         xa, ga, ga if grad_s is None else row_view(arr(grad_s), n), param_array(weight, n, 1.0), stats[0], stats[1],
-        center, grad_s is not None, chunks, row_view(grad_x_array, n), partial_w, partial_b,
+        center, grad_s is not None, chunks, row_view(grad_x_array, n), param_grads[0], param_grads[1],
     )
-    return grad_x, param_grad(partial_w.sum(0), weight), param_grad(partial_b.sum(0), bias)
+    return grad_x, param_grad(param_grads[0], weight), param_grad(param_grads[1], bias)
 
 
 def _reference(center: bool, eps: float, n: int, like: Tensor):
@@ -109,14 +109,13 @@ class RowNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
         x, weight, bias = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():  # double backward: go through the differentiable reference path
             grads = cpu_common.differentiable_grads(
-                _reference(ctx.center, ctx.eps, ctx.n, x), (x, weight, bias), needs, (grad_y,)
+                _reference(ctx.center, ctx.eps, ctx.n, x), (x, weight, bias), ctx.needs_input_grad[:3], (grad_y,)
             )
         else:
             grads = _backward(x, ctx.n, weight, bias, ctx.stats, ctx.center, grad_y, None)
-        return (*(g if need else None for g, need in zip(grads, needs)), None, None, None, None)
+        return (*grads, None, None, None, None)  # a gradient for an input that needs none is dropped by autograd
 
 
 class AddRowNormFunction(torch.autograd.Function):
@@ -164,7 +163,7 @@ def fast_rows(x: Tensor, n: int, weight, bias, eps: float, center: bool) -> Tens
     stats = np.empty((2, x.numel() // n), np.float32)
     if not cpu_common.needs_grad(x, weight, bias):
         return _row_forward(x, n, weight, bias, eps, center, stats)
-    return RowNormFunction.apply(x, weight, bias, eps, center, n, stats)
+    return cpu_common.apply(RowNormFunction, x, weight, bias, eps, center, n, stats)
 
 
 def fast_layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -198,7 +197,7 @@ def _fused(x, residual, normalized_shape, weight, bias, eps, center):
     stats = np.empty((2, x.numel() // n), np.float32)
     if not cpu_common.needs_grad(x, residual, weight, bias):
         return _add_forward(x, residual, n, weight, bias, float(eps), center, stats)
-    return AddRowNormFunction.apply(x, residual, weight, bias, float(eps), center, n, stats)
+    return cpu_common.apply(AddRowNormFunction, x, residual, weight, bias, float(eps), center, n, stats)
 
 
 def fast_add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5):

@@ -82,14 +82,15 @@ def batch_forward_first(x, weight, bias, eps, y, mean, var):
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def batch_backward_first(x, grad_y, weight, mean, rstd, grad_x, grad_w, grad_b):
-    """Channels-first training backward: ``grad_x`` ``(N, C, L)``, ``grad_w`` and ``grad_b`` ``(C,)``."""
+def batch_backward_first(x, grad_y, weight, mean, var, eps, grad_x, grad_w, grad_b):
+    """Channels-first training backward: ``grad_x`` ``(N, C, L)``, ``grad_w`` and ``grad_b`` ``(C,)``; ``mean`` and
+    ``var`` as the forward wrote them."""
     n_samples, channels, length = x.shape
     inv_m = np.float32(1.0 / (n_samples * length))
     like = grad_x[0, 0, 0]
     for c in prange(channels):
         m = mean[c]
-        r = rstd[c]
+        r = np.float32(1.0) / np.sqrt(var[c] + eps)
         a = np.float32(0.0)
         b = np.float32(0.0)
         for n in range(n_samples):
@@ -195,7 +196,7 @@ def chunk_stats_last(x, chunks, block, part_count, part_mean, part_m2):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def batch_backward_last(x, grad_y, weight, mean, rstd, chunks, grad_x, grad_w, grad_b):
+def batch_backward_last(x, grad_y, weight, mean, var, eps, chunks, grad_x, grad_w, grad_b):
     """Channels-last training backward over rows ``(R, C)``: ``grad_x``, and ``grad_w``, ``grad_b`` ``(C,)``.
 
     A parallel pass (:func:`chunk_grad_sums_last`) sums ``grad_y * (x - mean)`` and ``grad_y`` per channel and
@@ -216,7 +217,7 @@ def batch_backward_last(x, grad_y, weight, mean, rstd, chunks, grad_x, grad_w, g
         for t in range(chunks):
             a += part_a[t, c]
             b += part_b[t, c]
-        r = rstd[c]
+        r = np.float32(1.0) / np.sqrt(var[c] + eps)
         grad_w[c] = a * r
         grad_b[c] = b
         k_g[c] = r * weight[c]

@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from normlab.kernels.numba_dtypes import FASTMATH, load, store
+from normlab.kernels.numba_reduce import sum_partials
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -62,9 +63,18 @@ def column_forward(x, weight, bias, eps, center, tile, y, mean, rstd):
                 yc[j] = store((load(xc[j]) - m[j]) * r[j] * w + b, like)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def column_backward(x, grad_y, weight, mean, rstd, center, tile, grad_x, grad_w, grad_b):
-    """Backward of :func:`column_forward`: ``grad_x`` ``(N, C, L)`` and per-task partials ``(tasks, C)``."""
+    """Backward of :func:`column_forward`: ``grad_x`` ``(N, C, L)``, ``grad_w`` and ``grad_b`` ``(C,)``."""
+    n_samples, channels, length = x.shape
+    partials = np.empty((2, n_samples * ((length + tile - 1) // tile), channels), np.float32)
+    _column_backward(x, grad_y, weight, mean, rstd, center, tile, grad_x, partials[0], partials[1])
+    sum_partials(partials, grad_w, grad_b)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _column_backward(x, grad_y, weight, mean, rstd, center, tile, grad_x, grad_w, grad_b):
+    """The parallel pass of :func:`column_backward`: per-task partials ``grad_w``, ``grad_b`` ``(tasks, C)``."""
     n_samples, channels, length = x.shape
     tiles = (length + tile - 1) // tile
     inv_c = np.float32(1.0 / channels)

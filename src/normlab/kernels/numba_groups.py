@@ -23,8 +23,8 @@ digits, a second pass about the mean recomputes the variance
 (:func:`~normlab.kernels.numba_reduce.shifted_variance`). The group (channels-first) or the sample
 (channels-last) stays in cache between the statistics and the write, so memory is read about once and written
 once; the backward is two passes over the same cached block. Channels-first runs one ``prange`` task per
-``(n, g)``; channels-last one per sample. Per-sample parameter-gradient partials ``(N, C)`` are summed by the
-caller.
+``(n, g)``; channels-last one per sample. Per-sample parameter-gradient partials ``(N, C)`` are summed after the
+parallel pass (:func:`~normlab.kernels.numba_reduce.sum_partials`).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from normlab.kernels.numba_reduce import (
     add_column_shifted_sums,
     add_column_square_sums,
     shifted_variance,
+    sum_partials,
 )
 
 
@@ -89,9 +90,18 @@ def group_forward_first(x, groups, weight, bias, eps, center, y, mean, var):
                 yc[j] = store(load(xc[j]) * scale + shift, like)
 
 
+@njit(fastmath=FASTMATH, cache=True)
+def group_backward_first(x, grad_y, groups, weight, mean, var, eps, center, grad_x, grad_w, grad_b):
+    """Channels-first backward: ``grad_x`` ``(N, C, L)``, ``grad_w`` and ``grad_b`` ``(C,)``; ``mean``, ``var``
+    ``(N, G)`` as the forward wrote them."""
+    partials = np.empty((2, x.shape[0], x.shape[1]), np.float32)
+    _group_backward_first(x, grad_y, groups, weight, mean, var, eps, center, grad_x, partials[0], partials[1])
+    sum_partials(partials, grad_w, grad_b)
+
+
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def group_backward_first(x, grad_y, groups, weight, mean, rstd, center, grad_x, grad_w, grad_b):
-    """Channels-first backward: ``grad_x`` ``(N, C, L)`` and per-sample partials ``grad_w``, ``grad_b`` ``(N, C)``."""
+def _group_backward_first(x, grad_y, groups, weight, mean, var, eps, center, grad_x, grad_w, grad_b):
+    """The parallel pass of :func:`group_backward_first`: per-sample partials ``grad_w``, ``grad_b`` ``(N, C)``."""
     n_samples, channels, length = x.shape
     per_group = channels // groups
     inv_m = np.float32(1.0 / (per_group * length))
@@ -101,7 +111,7 @@ def group_backward_first(x, grad_y, groups, weight, mean, rstd, center, grad_x, 
         g = task % groups
         first = g * per_group
         m = mean[n, g]
-        r = rstd[n, g]
+        r = np.float32(1.0) / np.sqrt(var[n, g] + eps)
         s1 = np.float32(0.0)
         s2 = np.float32(0.0)
         for c in range(first, first + per_group):
@@ -187,9 +197,17 @@ def group_forward_last(x, groups, weight, bias, eps, center, y, mean, var):
                 yj[c] = store(load(xj[c]) * scale[c] + shift[c], like)
 
 
+@njit(fastmath=FASTMATH, cache=True)
+def group_backward_last(x, grad_y, groups, weight, mean, var, eps, center, grad_x, grad_w, grad_b):
+    """Channels-last backward: ``grad_x`` ``(N, L, C)``, ``grad_w`` and ``grad_b`` ``(C,)``."""
+    partials = np.empty((2, x.shape[0], x.shape[2]), np.float32)
+    _group_backward_last(x, grad_y, groups, weight, mean, var, eps, center, grad_x, partials[0], partials[1])
+    sum_partials(partials, grad_w, grad_b)
+
+
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def group_backward_last(x, grad_y, groups, weight, mean, rstd, center, grad_x, grad_w, grad_b):
-    """Channels-last backward: ``grad_x`` ``(N, L, C)`` and per-sample partials ``grad_w``, ``grad_b`` ``(N, C)``."""
+def _group_backward_last(x, grad_y, groups, weight, mean, var, eps, center, grad_x, grad_w, grad_b):
+    """The parallel pass of :func:`group_backward_last`: per-sample partials ``grad_w``, ``grad_b`` ``(N, C)``."""
     n_samples, length, channels = x.shape
     per_group = channels // groups
     inv_m = np.float32(1.0 / (per_group * length))
@@ -205,7 +223,7 @@ def group_backward_last(x, grad_y, groups, weight, mean, rstd, center, grad_x, g
         k_x = np.empty(channels, np.float32)
         k_0 = np.empty(channels, np.float32)
         for g in range(groups):
-            r = rstd[n, g]
+            r = np.float32(1.0) / np.sqrt(var[n, g] + eps)
             s1 = np.float32(0.0)
             s2 = np.float32(0.0)
             for c in range(g * per_group, (g + 1) * per_group):

@@ -13,6 +13,7 @@ to rounding order. They are inlined into the kernels that call them.
 - :func:`add_column_square_sums`: :math:`o_c \mathrel{+}= \sum_j (x_{jc} - \mu_c)^2`
 - :func:`add_column_grad_sums`: :math:`a_c \mathrel{+}= \sum_j g_{jc}(x_{jc} - \mu_c)`, :math:`b_c \mathrel{+}=
   \sum_j g_{jc}`
+- :func:`sum_partials`: the weight and bias gradients from the per-task partials of a parallel backward
 """
 
 from __future__ import annotations
@@ -123,3 +124,17 @@ def add_column_grad_sums(x, grad, centre, a, b):
             a[c] += h0 * (load(x0[c]) - centre[c])
             b[c] += h0
         j += 1
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def sum_partials(partials, grad_w, grad_b):
+    """``grad_w = partials[0].sum(0)`` and ``grad_b = partials[1].sum(0)`` for ``partials`` ``(2, tasks, C)``
+    (a parallel backward's per-task parameter gradients), inside Numba: no NumPy reduction between kernels."""
+    tasks, channels = partials.shape[1:]
+    for c in range(channels):
+        grad_w[c] = 0.0
+        grad_b[c] = 0.0
+    for t in range(tasks):
+        for c in range(channels):
+            grad_w[c] += partials[0, t, c]
+            grad_b[c] += partials[1, t, c]

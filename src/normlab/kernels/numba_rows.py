@@ -21,8 +21,9 @@ the mean, where :math:`q/n - (s/n)^2` loses digits, a second pass about the mean
 (:func:`~normlab.kernels.numba_reduce.shifted_variance`) — as accurate as the core's two-pass variance, never
 negative. Half types are widened to float32 as they are loaded (:mod:`normlab.kernels.numba_dtypes`). Rows are
 split into one chunk per thread (``prange``). The backward takes rows two at a time so that the weight and bias
-gradients, summed per chunk into ``(chunks, n)`` partials that the caller adds up, are read and written half as
-often. ``cache=True`` keeps the compiled code on disk (see ``docs/benchmarks.md`` for the cold-start cost).
+gradients, summed per chunk into ``(chunks, n)`` partials that are added up after the parallel pass, are read
+and written half as often. ``cache=True`` keeps the compiled code on disk (see ``docs/benchmarks.md`` for the
+cold-start cost).
 
 The fused kernels compute :math:`s = x + r` (rounded to the storage dtype, as ``x + residual`` would be),
 write ``s``, and normalize it in the same pass; their backward adds the gradient that reaches ``s`` directly.
@@ -34,7 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from normlab.kernels.numba_dtypes import FASTMATH, load, store
-from normlab.kernels.numba_reduce import shifted_variance
+from normlab.kernels.numba_reduce import shifted_variance, sum_partials
 
 __all__ = ["FASTMATH", "add_norm_rows_forward", "norm_rows_backward", "norm_rows_forward"]
 
@@ -116,10 +117,20 @@ def _row_input_grad(xi, gi, gsi, has_grad_s, weight, m, r, c1, c2, dxi, like):
             dxi[j] = store(r * (load(gi[j]) * weight[j] - c2 - xh * c1), like)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def norm_rows_backward(x, grad_y, grad_s, weight, mean, rstd, center, has_grad_s, chunks, grad_x, grad_w, grad_b):
-    """Gradients of the row normalization: ``grad_x`` (``rows, n``, plus ``grad_s`` when ``has_grad_s``) and
-    per-chunk partial sums ``grad_w``, ``grad_b`` (``chunks, n``, float32) for the weight and bias."""
+    """Gradients of the row normalization: ``grad_x`` (``rows, n``, plus ``grad_s`` when ``has_grad_s``) and the
+    weight and bias gradients ``grad_w``, ``grad_b`` (``n``, float32)."""
+    partials = np.empty((2, chunks, x.shape[1]), np.float32)
+    _norm_rows_backward(x, grad_y, grad_s, weight, mean, rstd, center, has_grad_s, chunks, grad_x, partials[0],
+                        partials[1])
+    sum_partials(partials, grad_w, grad_b)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _norm_rows_backward(x, grad_y, grad_s, weight, mean, rstd, center, has_grad_s, chunks, grad_x, grad_w, grad_b):
+    """The parallel pass of :func:`norm_rows_backward`: per-chunk partial sums ``grad_w``, ``grad_b``
+    (``chunks, n``)."""
     rows, n = x.shape
     like = grad_x[0, 0]
     per_chunk = (rows + chunks - 1) // chunks
