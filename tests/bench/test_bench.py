@@ -127,6 +127,28 @@ def test_interleaved_timing_runs_every_function_the_same_number_of_times():
     assert calls == {"a": 8, "b": 8} and timings["a"].runs == timings["b"].runs == 6
 
 
+def test_a_calls_reset_runs_before_each_call_but_outside_the_clock(monkeypatch):
+    """A fake clock that only the reset and the call move: the timing must see the call's second alone."""
+    from normlab.bench import timing
+
+    now = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+    order = []
+
+    def reset():
+        order.append("reset")
+        now[0] += 100.0
+
+    def run():
+        order.append("run")
+        now[0] += 1.0
+
+    timings = time_interleaved({"a": timing.ResetCall(run, reset)}, device=torch.device("cpu"), warmup=1,
+                               repeats=3, min_repeats=3, budget_s=1e9)
+    assert timings["a"].median == timings["a"].minimum == 1.0
+    assert order == ["reset", "run"] * 4
+
+
 def test_peak_memory_counts_the_outputs_of_each_contender():
     """Measured in a fresh process: a 2 MiB output must be counted, and the fused op saves one gradient."""
     from normlab.bench.memory import measure_in_subprocess

@@ -51,6 +51,15 @@ def test_idle_blocks_respect_the_cap_and_small_outputs_bypass_the_pool():
     assert pool.misses == 3 and small.numel() == MIB // 8
 
 
+def test_held_blocks_never_exceed_the_cap_and_idle_ones_make_room():
+    pool = OutputPool(max_bytes=5 * MIB, min_pooled_bytes=MIB)
+    held = [pool.empty((MIB // 4 * 2,), torch.float32) for _ in range(3)]  # 2 MiB each: the third is not pooled
+    assert pool.held_bytes() == 4 * MIB and all(t.shape == (MIB // 2,) for t in held)
+    del held
+    other = pool.empty((MIB // 4 * 3,), torch.float32)  # 3 MiB, another shape: idle blocks are let go for it
+    assert pool.held_bytes() <= 5 * MIB and other.numel() == 3 * MIB // 4
+
+
 def test_a_zero_cap_turns_reuse_off():
     pool = OutputPool(max_bytes=0, min_pooled_bytes=MIB)
     a = pool.empty((MIB,), torch.float32)

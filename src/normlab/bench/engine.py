@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from normlab.bench.cases import FULL_SHAPES, BenchNorm, Shape, bench_norms
-from normlab.bench.timing import copy_call, time_interleaved
+from normlab.bench.timing import ResetCall, copy_call, time_interleaved
 
 MODES = ("forward", "forward+backward")
 
@@ -90,6 +90,9 @@ def _wanted(norm: BenchNorm, config: BenchConfig) -> bool:
 
 
 def _call(module: nn.Module, inputs: list[torch.Tensor], grads: list[torch.Tensor], backward: bool):
+    """The call a contender is timed on: a forward under ``no_grad``, or a forward and ``backward`` whose
+    gradients are dropped before each call, outside the clock (a :class:`~normlab.bench.timing.ResetCall`: so no
+    contender pays for freeing the gradients the one before it left)."""
     params = [p for p in module.parameters() if p.requires_grad]
 
     if not backward:
@@ -100,15 +103,17 @@ def _call(module: nn.Module, inputs: list[torch.Tensor], grads: list[torch.Tenso
 
         return forward
 
-    def forward_backward():
+    def reset_grads():
         for t in (*inputs, *params):
             t.grad = None
+
+    def forward_backward():
         out = module(*inputs)
         outs = out if isinstance(out, tuple) else (out,)
         torch.autograd.backward(outs, grads[: len(outs)])
         return out
 
-    return forward_backward
+    return ResetCall(forward_backward, reset_grads)
 
 
 def _inputs(norm: BenchNorm, shape: Shape, dtype: torch.dtype, device: torch.device, seed: int):

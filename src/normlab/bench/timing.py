@@ -2,7 +2,9 @@
 
 - **Time**: each implementation is warmed up, then timed for many rounds; in each round every implementation
   runs once, in a rotating order, so a burst of load from other processes lands on all of them alike. The
-  statistic is the median; the minimum and the quartiles are kept. On a GPU, CUDA events time the device.
+  statistic is the median; the minimum and the quartiles are kept. On a GPU, CUDA events time the device. A
+  call's untimed preparation (a :class:`ResetCall`'s ``reset``: dropping the gradients of the call before) runs
+  before the clock starts.
 - **Copy bandwidth**: ``dst.copy_(src)`` into a buffer already in hand, ``2 · numel · itemsize`` bytes, timed
   beside the norms so that "% of copy" compares numbers taken under the same load.
 - **Peak memory**: on CUDA, the allocator's peak above the start (``torch.cuda.max_memory_allocated``). On the
@@ -45,6 +47,25 @@ def _summary(samples: list[float]) -> Timing:
     return Timing(statistics.median(ordered), ordered[0], q1, q3, len(ordered))
 
 
+class ResetCall:
+    """A timed call ``run`` with an untimed ``reset`` before it; calling it runs both.
+
+    Examples:
+        >>> log = []
+        >>> call = ResetCall(lambda: log.append("run"), lambda: log.append("reset"))
+        >>> call(); log
+        ['reset', 'run']
+    """
+
+    def __init__(self, run: Callable[[], object], reset: Callable[[], object]) -> None:
+        self.run = run
+        self.reset = reset
+
+    def __call__(self) -> object:
+        self.reset()
+        return self.run()
+
+
 class _Clock:
     """Wall-clock on the CPU; CUDA events (device time) on a GPU."""
 
@@ -52,6 +73,9 @@ class _Clock:
         self.cuda = device.type == "cuda"
 
     def measure(self, fn: Callable[[], object]) -> float:
+        if isinstance(fn, ResetCall):
+            fn.reset()
+            fn = fn.run
         if self.cuda:
             start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()

@@ -94,18 +94,18 @@ class OutputPool:
     def empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         """An uninitialised contiguous CPU tensor of ``shape`` and ``dtype``, from the pool when large."""
         shape = tuple(shape)
-        return self._take(shape, _contiguous_strides(shape), dtype)[0]
+        nbytes = dtype.itemsize
+        for size in shape:
+            nbytes *= size
+        return self._take(shape, _contiguous_strides(shape), dtype, nbytes)[0]
 
     def empty_like_dense(self, like: Tensor) -> tuple[Tensor, np.ndarray]:
         """An uninitialised tensor with ``like``'s shape, dtype and strides (``like`` must be dense: contiguous or
         channels-last), and the kernel array on the same memory (:func:`~normlab.kernels.storage.
         as_kernel_array`'s type, same shape and strides); from the pool when large."""
-        return self._take(like.shape, like.stride(), like.dtype)
+        return self._take(like.shape, like.stride(), like.dtype, like.numel() * like.element_size())
 
-    def _take(self, shape, strides, dtype: torch.dtype) -> tuple[Tensor, np.ndarray]:
-        nbytes = dtype.itemsize
-        for size in shape:
-            nbytes *= size
+    def _take(self, shape, strides, dtype: torch.dtype, nbytes: int) -> tuple[Tensor, np.ndarray]:
         if nbytes < self.min_pooled_bytes or self.max_bytes == 0:
             out = torch.empty_strided(shape, strides, dtype=dtype)
             return out, as_kernel_array(out)

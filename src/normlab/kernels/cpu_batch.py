@@ -46,21 +46,25 @@ def _block_rows(channels: int) -> int:
     return max(8, 8192 // max(channels, 1))
 
 
-def _batch_forward(x: Tensor, weight, bias, eps: float, kind: str, stats: np.ndarray) -> Tensor:
-    """The normalized output, shaped and laid out like ``x``; ``stats`` ``(2, C)`` float32 receives the batch
-    mean and biased variance."""
+def _kernel_inputs(x: Tensor, weight, eps: float, kind: str) -> tuple:
+    """What the forward and backward kernels both read: ``(x view, weight array, eps as float32)``."""
+    return _view(arr(x), kind), cpu_common.param_array(weight, x.shape[1], 1.0), np.float32(eps)
+
+
+def _batch_forward(x: Tensor, weight, bias, eps: float, kind: str, stats: np.ndarray) -> tuple[Tensor, tuple]:
+    """The normalized output, shaped and laid out like ``x``, and the kernel inputs the backward reads too;
+    ``stats`` ``(2, C)`` float32 receives the batch mean and biased variance."""
     channels = x.shape[1]
+    inputs = xa, w, eps32 = _kernel_inputs(x, weight, eps, kind)
     y, y_array = buffers.empty_like_dense(x)
-    xa, ya = _view(arr(x), kind), _view(y_array, kind)
-    w, b = cpu_common.param_array(weight, channels, 1.0), cpu_common.param_array(bias, channels, 0.0)
+    ya, b = _view(y_array, kind), cpu_common.param_array(bias, channels, 0.0)
     chunks = cpu_common.threads(x.numel())
     if kind == "first":
-        numba_batch.batch_forward_first(xa, w, b, np.float32(eps), ya, stats[0], stats[1])
+        numba_batch.batch_forward_first(xa, w, b, eps32, ya, stats[0], stats[1])
     else:
         chunks = min(chunks, xa.shape[0])
-        numba_batch.batch_forward_last(xa, w, b, np.float32(eps), chunks, _block_rows(channels), ya, stats[0],
-                                       stats[1])
-    return y
+        numba_batch.batch_forward_last(xa, w, b, eps32, chunks, _block_rows(channels), ya, stats[0], stats[1])
+    return y, inputs
 
 
 class BatchFunction(torch.autograd.Function):
@@ -69,7 +73,7 @@ class BatchFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, x, weight, bias, eps, kind, stats):  # type: ignore[override]
-        y = _batch_forward(x, weight, bias, eps, kind, stats)
+        y, ctx.kernel_inputs = _batch_forward(x, weight, bias, eps, kind, stats)
         ctx.save_for_backward(x, weight, bias)
         ctx.eps, ctx.kind, ctx.stats = eps, kind, stats
         ctx.set_materialize_grads(False)
@@ -87,14 +91,13 @@ class BatchFunction(torch.autograd.Function):
 
             grads = cpu_common.differentiable_grads(reference, (x, weight, bias), ctx.needs_input_grad[:3], (grad_y,))
             return (*grads, None, None, None)
-        channels, kind = x.shape[1], ctx.kind
+        kind = ctx.kind
+        xa, w, eps = cpu_common.pop_kernel_inputs(ctx) or _kernel_inputs(x, weight, ctx.eps, kind)
         grad_y = grad_y.contiguous(memory_format=cpu_common.dense_format(x))
         grad_x, grad_x_array = buffers.empty_like_dense(x)
-        grad_w, grad_b = np.empty(channels, np.float32), np.empty(channels, np.float32)
+        grad_w, grad_b = np.empty((2, x.shape[1]), np.float32)
         mean, var = ctx.stats
-        eps = np.float32(ctx.eps)
-        xa, ga, da = _view(arr(x), kind), _view(arr(grad_y), kind), _view(grad_x_array, kind)
-        w = cpu_common.param_array(weight, channels, 1.0)
+        ga, da = _view(arr(grad_y), kind), _view(grad_x_array, kind)
         chunks = cpu_common.threads(x.numel())
         if kind == "first":
             numba_batch.batch_backward_first(xa, ga, w, mean, var, eps, da, grad_w, grad_b)
@@ -144,7 +147,7 @@ def fast_batch_norm(
     if cpu_common.needs_grad(x, weight, bias):
         y = cpu_common.apply(BatchFunction, x, weight, bias, float(eps), kind, stats)
     else:
-        y = _batch_forward(x, weight, bias, float(eps), kind, stats)
+        y = _batch_forward(x, weight, bias, float(eps), kind, stats)[0]
     if training:
         cpu_common.fold_running_stats(running_mean, running_var, stats, count, momentum, num_batches_tracked)
     return y

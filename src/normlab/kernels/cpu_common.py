@@ -3,8 +3,15 @@ fallback.
 
 A fast path handles a call only when it can reproduce the core exactly up to rounding: a plain strided CPU
 tensor of float32, bfloat16 or float16 with the layout the kernel reads, parameters of a supported dtype and
-size, and no tracing (``torch.compile``), tensor subclass or functorch transform in the way. Anything else is
-declined (``None``) and the core's reference path runs.
+size, and no tensor subclass or functorch transform in the way. Anything else is declined (``None``) and the
+core's reference path runs; while ``torch.compile`` traces, :func:`normlab.core.dispatch.try_fast_path` does not
+call the fast paths at all.
+
+**Per-call cost.** At common sizes a fast path's Python is a real share of a call, and it runs with cold caches
+(the kernel before it streamed megabytes through them), where every distinct torch or NumPy call costs several
+µs. So the glue makes few of them: :func:`params_ok` checks an ``nn.Parameter`` with fewer calls,
+:func:`threads` tells Numba only about a change, :func:`apply` skips ``Function.apply``'s Python layer, and the
+forward hands its kernel arrays to the backward (:func:`pop_kernel_inputs`).
 
 **Two thread pools.** torch runs its own OpenMP runtime; Numba's ``omp`` threading layer loads the system's.
 An OpenMP worker spins for a while after each parallel region, so with both pools active each steals cores
@@ -25,6 +32,7 @@ import numba
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import Parameter
 from torch.overrides import has_torch_function
 
 from normlab.core.dispatch import reference_only
@@ -63,15 +71,16 @@ def plain_cpu_tensor(x: object) -> bool:
     )
 
 
-def tracing() -> bool:
-    """Whether torch.compile / FX is tracing: the reference path traces, a Numba call would break the graph."""
-    return torch.compiler.is_compiling()
-
-
 def params_ok(size: int, *params: Tensor | None) -> bool:
-    """Whether each given parameter is a plain CPU tensor with ``size`` elements (``None`` is fine)."""
+    """Whether each given parameter is a plain CPU tensor with ``size`` elements (``None`` is fine). An
+    ``nn.Parameter`` (never functorch-wrapped, no ``__torch_function__`` of its own) needs fewer checks."""
     for p in params:  # a loop, not all(...): this runs on every call, and a generator costs more
-        if p is not None and not (plain_cpu_tensor(p) and p.numel() == size):
+        if p is None:
+            continue
+        if type(p) is Parameter:
+            if not (p.is_cpu and p.dtype in SUPPORTED_DTYPES and p.layout == torch.strided and p.numel() == size):
+                return False
+        elif not (plain_cpu_tensor(p) and p.numel() == size):
             return False
     return True
 
@@ -114,7 +123,7 @@ def channel_kind(x: Tensor) -> str | None:
         >>> channel_kind(torch.zeros(2, 3, 4, 5).contiguous(memory_format=torch.channels_last))
         'last'
     """
-    if not plain_cpu_tensor(x) or tracing() or x.dim() < 2 or x.numel() == 0:
+    if not plain_cpu_tensor(x) or x.dim() < 2 or x.numel() == 0:
         return None
     if x.is_contiguous():
         return "first"
@@ -155,6 +164,14 @@ def row_view(a: np.ndarray, n: int) -> np.ndarray:
     if a.flags.c_contiguous:
         return a.reshape(-1, n)
     return channel_view(a, "last").reshape(-1, n)
+
+
+def pop_kernel_inputs(ctx) -> tuple | None:
+    """The kernel arrays a forward kept on ``ctx.kernel_inputs`` for its backward, handed over once: the
+    attribute is cleared, so they live no longer than the saved tensors (a second backward, after
+    ``retain_graph=True``, gets ``None`` and rebuilds them)."""
+    inputs, ctx.kernel_inputs = ctx.kernel_inputs, None
+    return inputs
 
 
 def param_grad(grad: np.ndarray, like: Tensor | None) -> Tensor | None:

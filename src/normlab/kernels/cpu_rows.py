@@ -27,7 +27,7 @@ from normlab.kernels.numba_dtypes import as_kernel_array as arr
 
 def _row_length(x: Tensor, normalized_shape: Sequence[int]) -> int | None:
     """``n`` = prod(normalized_shape) when ``x`` is a contiguous input the row kernels take, else ``None``."""
-    if not cpu_common.plain_cpu_tensor(x) or cpu_common.tracing() or x.numel() == 0 or not x.is_contiguous():
+    if not cpu_common.plain_cpu_tensor(x) or x.numel() == 0 or not x.is_contiguous():
         return None
     shape = tuple(normalized_shape)
     if not shape or x.dim() < len(shape) or tuple(x.shape[x.dim() - len(shape):]) != shape:
