@@ -148,8 +148,11 @@ def channel_view(a: np.ndarray, kind: str) -> np.ndarray:
     n, c = a.shape[:2]
     if kind == "first":
         return a.reshape(n, c, -1)
-    ordered = a.transpose(0, *range(2, a.ndim), 1)  # (N, *, C): C-contiguous, so the reshape is a view
-    return ordered.reshape(n, -1, c)
+    return a.transpose(_CHANNELS_LAST_ORDER[a.ndim]).reshape(n, -1, c)  # (N, *, C) is C-contiguous: a view
+
+
+_CHANNELS_LAST_ORDER = {ndim: (0, *range(2, ndim), 1) for ndim in range(2, 9)}
+"""The axes that put ``C`` last, by rank: a channels-last array in memory order."""
 
 
 def row_view(a: np.ndarray, n: int) -> np.ndarray:
@@ -163,7 +166,7 @@ def row_view(a: np.ndarray, n: int) -> np.ndarray:
     """
     if a.flags.c_contiguous:
         return a.reshape(-1, n)
-    return channel_view(a, "last").reshape(-1, n)
+    return a.transpose(_CHANNELS_LAST_ORDER[a.ndim]).reshape(-1, n)
 
 
 def pop_kernel_inputs(ctx) -> tuple | None:
