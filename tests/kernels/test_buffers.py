@@ -106,3 +106,19 @@ def test_empty_like_dense_block_is_reused_only_when_tensor_and_views_are_gone():
     gc.collect()
     reused, _ = pool.empty_like_dense(like)
     assert reused.data_ptr() == first and pool.hits == 1
+
+
+def test_a_numpy_view_of_the_kernel_array_keeps_its_block_busy():
+    pool = OutputPool(max_bytes=64 * MIB, min_pooled_bytes=MIB)
+    like = torch.empty(8, 64, 32, 32)
+    out, array = pool.empty_like_dense(like)
+    view = array.reshape(-1)  # holds the block's buffer, not the array
+    view[:4] = 7.0
+    del out, array
+    gc.collect()
+    again, again_array = pool.empty_like_dense(like)
+    again.fill_(-1.0)
+    assert (view[:4] == 7.0).all(), "a block was handed out while a NumPy view still read it"
+    del again, again_array, view
+    gc.collect()
+    assert pool.empty_like_dense(like)[0] is not None and pool.hits == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import pytest
 import torch
 from kernel_cases import CASES, DTYPES, TOLERANCE, make_inputs, relative_error
@@ -48,7 +49,7 @@ def test_fast_path_matches_float64_reference(case, dtype):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_a_retained_graph_gives_the_same_gradients_on_a_second_backward(case):
-    """The forward hands its kernel arrays to the first backward only; a second one must rebuild them."""
+    """A second backward through a retained graph reads the same saved state as the first."""
     x, w, b = make_inputs(case, torch.float32, seed=3)
     x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
     y = case.fast(x, w, None if b is None else b.detach().requires_grad_())
@@ -57,6 +58,30 @@ def test_a_retained_graph_gives_the_same_gradients_on_a_second_backward(case):
     second = torch.autograd.grad(y, (x, w), g)
     for a, c in zip(first, second):
         assert torch.equal(a, c)
+
+
+def _arrays_in(value):
+    if isinstance(value, np.ndarray):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _arrays_in(item)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_the_autograd_context_keeps_no_view_of_the_input_outside_the_saved_tensors(case):
+    """Anything on the context besides ``save_for_backward`` escapes saved-tensor hooks (checkpointing, offload)."""
+    x, w, b = make_inputs(case, torch.float32, seed=5)
+    x = x.detach().requires_grad_()
+    y = case.fast(x, w.detach().requires_grad_(), None if b is None else b.detach().requires_grad_())
+    x_memory = x.detach().numpy()
+    node = y.grad_fn
+    while node is not None and type(node).__name__ not in _KERNEL_NODES:
+        node = node.next_functions[0][0] if node.next_functions else None
+    assert node is not None, "no kernel node in the graph"
+    for name, value in vars(node).items():
+        for array in _arrays_in(value):
+            assert not np.shares_memory(array, x_memory), f"ctx.{name} holds a view of the input"
 
 
 _KERNEL_NODES = {"RowNormFunctionBackward", "GroupFunctionBackward", "BatchFunctionBackward",
@@ -177,6 +202,23 @@ def test_fast_path_is_skipped_while_torch_compile_traces(monkeypatch):
     assert not _made_by_a_kernel(F.layer_norm(x, (33,)))
     x = torch.randn(3, 8, 5, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
     assert not _made_by_a_kernel(F.group_norm(x, 2))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_forward_mode_ad_gets_the_tangent_of_the_reference_path(case):
+    """Dual tensors carry their tangent only through torch ops: under forward AD the fast path must stand aside."""
+    import torch.autograd.forward_ad as fwAD
+
+    x, w, b = make_inputs(case, torch.float32, seed=6)
+    tangent = torch.randn(x.shape, generator=torch.Generator().manual_seed(7)).contiguous(
+        memory_format=case.memory_format)
+    with fwAD.dual_level():
+        y, jvp = fwAD.unpack_dual(case.core(fwAD.make_dual(x, tangent), w, b))
+    with reference_only(), fwAD.dual_level():
+        y_ref, jvp_ref = fwAD.unpack_dual(case.core(fwAD.make_dual(x, tangent), w, b))
+    assert jvp is not None, "the tangent was lost"
+    torch.testing.assert_close(jvp, jvp_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
 
 
 def test_kernels_follow_torch_thread_count():

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from torch.autograd import forward_ad
 
 FastPath = Callable[..., Any]
 
@@ -60,9 +61,10 @@ def try_fast_path(op: str, *args: Any, **kwargs: Any) -> Any:
     """The first registered kernel's result for ``op``, or ``None`` when none applies.
 
     Inside ``torch.compile`` tracing the reference path runs, so the compiler sees plain torch ops it can fuse
-    instead of an opaque kernel call that would break its graph.
+    instead of an opaque kernel call that would break its graph. So it does under forward-mode AD (a
+    ``forward_ad.dual_level``), whose tangents only the reference path's torch ops carry.
     """
-    if not fast_paths_enabled() or torch.compiler.is_compiling():
+    if not fast_paths_enabled() or torch.compiler.is_compiling() or forward_ad._current_level >= 0:
         return None
     if not _kernels_loaded:
         _load_kernels()

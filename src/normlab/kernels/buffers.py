@@ -12,9 +12,10 @@ This module keeps output blocks and hands them out again, as PyTorch's CUDA cach
   asks the kernel for transparent huge pages on large blocks, so even a fresh block faults 2 MiB at a time);
   the tensor handed out is :func:`torch.from_numpy` of it, and the kernel writes through the array itself;
 - a tensor made by :func:`torch.from_numpy` holds a reference to its array until the last tensor or view on
-  that storage is gone, so a block whose array has no references but the pool's is free. The pool checks that
-  (``sys.getrefcount``) when it looks for a block: nothing runs when a tensor is freed, and a block is never
-  handed out while anything can still read it;
+  that storage is gone, and a NumPy view of the array holds its memory buffer; so a block whose array and
+  buffer have no references but the pool's own is free. The pool checks that (``sys.getrefcount``) when it
+  looks for a block: nothing runs when a tensor is freed, and a block is never handed out while anything can
+  still read it;
 - at most ``NORMLAB_KERNEL_POOL_MB`` MiB (default 1024) of blocks are held, in use or idle; past that, idle
   blocks are let go, or the output is an ordinary torch allocation. :func:`empty_cache` frees the
   idle blocks, and ``NORMLAB_KERNEL_POOL_MB=0`` turns the pool off (every output is then a fresh block).
@@ -40,14 +41,25 @@ from normlab.kernels.storage import KERNEL_NUMPY_DTYPE, as_kernel_array
 _MIN_POOLED_BYTES = 1 << 20
 
 
-def _idle_refs() -> int:
-    """``sys.getrefcount(arrays[i])`` of an array that only the pool's list holds (measured: it differs
-    between Python builds)."""
-    held = [np.empty(0)]
-    return sys.getrefcount(held[0])
+def _new_array(shape, np_dtype, strides, nbytes: int) -> np.ndarray:
+    """A block: an array of ``shape`` and ``strides`` on a fresh buffer of ``nbytes`` (its ``base``)."""
+    return np.ndarray(shape, np_dtype, buffer=np.empty(nbytes, np.uint8), strides=strides)
+
+
+def _idle_refs() -> tuple[int, int]:
+    """``sys.getrefcount`` of a block's array and of its buffer when only the pool's list holds the array
+    (measured, as the counts differ between Python builds)."""
+    held = [_new_array((1,), np.float32, (4,), 4)]
+    return sys.getrefcount(held[0]), sys.getrefcount(held[0].base)
 
 
 _IDLE_REFS = _idle_refs()
+
+
+def _is_idle(arrays: list[np.ndarray], i: int) -> bool:
+    """Whether nothing but the pool refers to block ``i``: no tensor (which holds the array) and no NumPy view
+    (which holds the buffer)."""
+    return (sys.getrefcount(arrays[i]), sys.getrefcount(arrays[i].base)) == _IDLE_REFS
 
 
 def _cap_from_env() -> int:
@@ -126,7 +138,7 @@ class OutputPool:
     def _idle_block(self, key: tuple) -> np.ndarray | None:
         arrays = self._arrays.get(key, ())
         for i in range(len(arrays)):
-            if sys.getrefcount(arrays[i]) == _IDLE_REFS:
+            if _is_idle(arrays, i):
                 return arrays[i]
         return None
 
@@ -139,8 +151,7 @@ class OutputPool:
                 return None
         shape, strides, dtype = key
         itemsize = dtype.itemsize
-        array = np.ndarray(shape, KERNEL_NUMPY_DTYPE[dtype], buffer=np.empty(nbytes, np.uint8),
-                           strides=tuple(s * itemsize for s in strides))
+        array = _new_array(shape, KERNEL_NUMPY_DTYPE[dtype], tuple(s * itemsize for s in strides), nbytes)
         self._arrays.setdefault(key, []).append(array)
         self._held_bytes += nbytes
         return array
@@ -152,7 +163,7 @@ class OutputPool:
             for i in reversed(range(len(arrays))):
                 if until_free is not None and self._held_bytes + until_free <= self.max_bytes:
                     return
-                if sys.getrefcount(arrays[i]) == _IDLE_REFS:
+                if _is_idle(arrays, i):
                     self._held_bytes -= arrays.pop(i).nbytes
             if not arrays:
                 del self._arrays[key]
@@ -172,7 +183,7 @@ class OutputPool:
         """Bytes held in idle blocks."""
         with self._lock:
             return sum(arrays[i].nbytes for arrays in self._arrays.values() for i in range(len(arrays))
-                       if sys.getrefcount(arrays[i]) == _IDLE_REFS)
+                       if _is_idle(arrays, i))
 
     def held_bytes(self) -> int:
         """Bytes held in blocks, in use or idle."""

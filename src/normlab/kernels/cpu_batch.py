@@ -46,25 +46,21 @@ def _block_rows(channels: int) -> int:
     return max(8, 8192 // max(channels, 1))
 
 
-def _kernel_inputs(x: Tensor, weight, eps: float, kind: str) -> tuple:
-    """What the forward and backward kernels both read: ``(x view, weight array, eps as float32)``."""
-    return _view(arr(x), kind), cpu_common.param_array(weight, x.shape[1], 1.0), np.float32(eps)
-
-
 def _batch_forward(x: Tensor, weight, bias, eps: float, kind: str, stats: np.ndarray) -> tuple[Tensor, tuple]:
-    """The normalized output, shaped and laid out like ``x``, and the kernel inputs the backward reads too;
-    ``stats`` ``(2, C)`` float32 receives the batch mean and biased variance."""
+    """The normalized output, shaped and laid out like ``x``, and the parameter inputs the backward kernel reads
+    too (:func:`~normlab.kernels.cpu_common.param_inputs`); ``stats`` ``(2, C)`` float32 receives the batch mean
+    and biased variance."""
     channels = x.shape[1]
-    inputs = xa, w, eps32 = _kernel_inputs(x, weight, eps, kind)
+    params = w, eps32 = cpu_common.param_inputs(weight, channels, eps)
     y, y_array = buffers.empty_like_dense(x)
-    ya, b = _view(y_array, kind), cpu_common.param_array(bias, channels, 0.0)
+    xa, ya, b = _view(arr(x), kind), _view(y_array, kind), cpu_common.param_array(bias, channels, 0.0)
     chunks = cpu_common.threads(x.numel())
     if kind == "first":
         numba_batch.batch_forward_first(xa, w, b, eps32, ya, stats[0], stats[1])
     else:
         chunks = min(chunks, xa.shape[0])
         numba_batch.batch_forward_last(xa, w, b, eps32, chunks, _block_rows(channels), ya, stats[0], stats[1])
-    return y, inputs
+    return y, params
 
 
 class BatchFunction(torch.autograd.Function):
@@ -73,7 +69,7 @@ class BatchFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, x, weight, bias, eps, kind, stats):  # type: ignore[override]
-        y, ctx.kernel_inputs = _batch_forward(x, weight, bias, eps, kind, stats)
+        y, ctx.param_inputs = _batch_forward(x, weight, bias, eps, kind, stats)
         ctx.save_for_backward(x, weight, bias)
         ctx.eps, ctx.kind, ctx.stats = eps, kind, stats
         ctx.set_materialize_grads(False)
@@ -92,12 +88,12 @@ class BatchFunction(torch.autograd.Function):
             grads = cpu_common.differentiable_grads(reference, (x, weight, bias), ctx.needs_input_grad[:3], (grad_y,))
             return (*grads, None, None, None)
         kind = ctx.kind
-        xa, w, eps = cpu_common.pop_kernel_inputs(ctx) or _kernel_inputs(x, weight, ctx.eps, kind)
+        w, eps = ctx.param_inputs
         grad_y = grad_y.contiguous(memory_format=cpu_common.dense_format(x))
         grad_x, grad_x_array = buffers.empty_like_dense(x)
         grad_w, grad_b = np.empty((2, x.shape[1]), np.float32)
         mean, var = ctx.stats
-        ga, da = _view(arr(grad_y), kind), _view(grad_x_array, kind)
+        xa, ga, da = _view(arr(x), kind), _view(arr(grad_y), kind), _view(grad_x_array, kind)
         chunks = cpu_common.threads(x.numel())
         if kind == "first":
             numba_batch.batch_backward_first(xa, ga, w, mean, var, eps, da, grad_w, grad_b)

@@ -34,24 +34,19 @@ def _group_reference(groups: int, eps: float, center: bool):
     return norm
 
 
-def _kernel_inputs(x, weight, eps, kind):
-    """What both group kernels read: ``(x view, weight array, eps as float32)``."""
-    return channel_view(arr(x), kind), param_array(weight, x.shape[1], 1.0), np.float32(eps)
-
-
 def _group_forward(x, weight, bias, groups, eps, center, kind, stats):
     """Run the group kernel on ``x`` (its layout ``kind``); ``stats`` ``(2, N, G)`` float32 receives the mean
-    and variance (the mean square when not centred). Returns ``y``, laid out like ``x``, and the kernel inputs
-    the backward reads too."""
-    inputs = x_view, w, eps32 = _kernel_inputs(x, weight, eps, kind)
+    and variance (the mean square when not centred). Returns ``y``, laid out like ``x``, and the parameter
+    inputs the backward kernel reads too (:func:`~normlab.kernels.cpu_common.param_inputs`)."""
+    params = w, eps32 = cpu_common.param_inputs(weight, x.shape[1], eps)
     y, y_array = buffers.empty_like_dense(x)
     kernel = numba_groups.group_forward_first if kind == "first" else numba_groups.group_forward_last
     cpu_common.threads(x.numel())
     kernel(
-        x_view, groups, w, param_array(bias, x.shape[1], 0.0), eps32, center, channel_view(y_array, kind),
-        stats[0], stats[1],
+        channel_view(arr(x), kind), groups, w, param_array(bias, x.shape[1], 0.0), eps32, center,
+        channel_view(y_array, kind), stats[0], stats[1],
     )
-    return y, inputs
+    return y, params
 
 
 class GroupFunction(torch.autograd.Function):
@@ -60,7 +55,7 @@ class GroupFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, x, weight, bias, groups, eps, center, kind, stats):  # type: ignore[override]
-        y, ctx.kernel_inputs = _group_forward(x, weight, bias, groups, eps, center, kind, stats)
+        y, ctx.param_inputs = _group_forward(x, weight, bias, groups, eps, center, kind, stats)
         ctx.save_for_backward(x, weight, bias)
         ctx.groups, ctx.eps, ctx.center, ctx.kind, ctx.stats = groups, eps, center, kind, stats
         ctx.set_materialize_grads(False)
@@ -77,7 +72,7 @@ class GroupFunction(torch.autograd.Function):
             needs = ctx.needs_input_grad[:3]
             return (*cpu_common.differentiable_grads(reference, (x, weight, bias), needs, (grad_y,)), *none)
         kind = ctx.kind
-        x_view, w, eps32 = cpu_common.pop_kernel_inputs(ctx) or _kernel_inputs(x, weight, ctx.eps, kind)
+        w, eps32 = ctx.param_inputs
         grad_y = grad_y.contiguous(memory_format=cpu_common.dense_format(x))
         grad_x, grad_x_array = buffers.empty_like_dense(x)
         param_grads = np.empty((2, x.shape[1]), np.float32)
@@ -85,7 +80,7 @@ class GroupFunction(torch.autograd.Function):
         kernel = numba_groups.group_backward_first if kind == "first" else numba_groups.group_backward_last
         cpu_common.threads(x.numel())
         kernel(
-            x_view, channel_view(arr(grad_y), kind), ctx.groups, w, mean, var, eps32, ctx.center,
+            channel_view(arr(x), kind), channel_view(arr(grad_y), kind), ctx.groups, w, mean, var, eps32, ctx.center,
             channel_view(grad_x_array, kind), *param_grads,
         )
         # a gradient for an input that needs none is dropped by autograd

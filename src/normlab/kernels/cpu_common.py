@@ -11,7 +11,7 @@ call the fast paths at all.
 (the kernel before it streamed megabytes through them), where every distinct torch or NumPy call costs several
 µs. So the glue makes few of them: :func:`params_ok` checks an ``nn.Parameter`` with fewer calls,
 :func:`threads` tells Numba only about a change, :func:`apply` skips ``Function.apply``'s Python layer, and the
-forward hands its kernel arrays to the backward (:func:`pop_kernel_inputs`).
+forward hands its parameter arrays to the backward (:func:`param_inputs`).
 
 **Two thread pools.** torch runs its own OpenMP runtime; Numba's ``omp`` threading layer loads the system's.
 An OpenMP worker spins for a while after each parallel region, so with both pools active each steals cores
@@ -169,12 +169,12 @@ def row_view(a: np.ndarray, n: int) -> np.ndarray:
     return a.transpose(_CHANNELS_LAST_ORDER[a.ndim]).reshape(-1, n)
 
 
-def pop_kernel_inputs(ctx) -> tuple | None:
-    """The kernel arrays a forward kept on ``ctx.kernel_inputs`` for its backward, handed over once: the
-    attribute is cleared, so they live no longer than the saved tensors (a second backward, after
-    ``retain_graph=True``, gets ``None`` and rebuilds them)."""
-    inputs, ctx.kernel_inputs = ctx.kernel_inputs, None
-    return inputs
+def param_inputs(weight: Tensor | None, size: int, eps: float) -> tuple[np.ndarray, np.float32]:
+    """``(weight array, eps as float32)``: what a forward and its backward kernel both take besides the
+    activations, made once in the forward and kept on the autograd context. Only the parameter is referenced
+    (an activation kept there would outlive saved-tensor hooks such as checkpointing); the backward reads ``x``
+    from the saved tensors."""
+    return param_array(weight, size, 1.0), np.float32(eps)
 
 
 def param_grad(grad: np.ndarray, like: Tensor | None) -> Tensor | None:
