@@ -26,6 +26,7 @@ import torch
 
 import normlab
 from normlab.kernels import buffers, cpu_channels, cpu_common, numba_groups
+from normlab.kernels.storage import KERNEL_SCALAR
 
 N, C, H, W, G = 32, 64, 32, 32, 32
 
@@ -52,19 +53,19 @@ def _rounds(calls: dict[str, Callable[[], object]], rounds: int, before: Callabl
 def kernels_alone(rounds: int) -> None:
     x, g = torch.randn(N, C, H, W), torch.randn(N, C, H, W)
     weight, bias = torch.ones(C), torch.zeros(C)
-    xa, ga, w, b = x.numpy().reshape(N, C, -1), g.numpy().reshape(N, C, -1), weight.numpy(), bias.numpy()
-    mean, var = np.empty((N, G), np.float32), np.empty((N, G), np.float32)
-    param_grads = np.empty((2, C), np.float32)
-    eps = np.float32(1e-5)
+    stats, param_grads = np.empty((2, N, G), np.float32), np.empty((2, C), np.float32)
+    sizes = (KERNEL_SCALAR[x.dtype], N, C, H * W, False, G)
     cpu_common.threads(x.numel())
 
     def normlab_forward():
-        _, y = buffers.empty_like_dense(x)
-        numba_groups.group_forward_first(xa, G, w, b, eps, True, y.reshape(N, C, -1), mean, var)
+        y = buffers.empty_like_dense(x)
+        numba_groups.group_forward_at(x.data_ptr(), y.data_ptr(), *sizes, weight.data_ptr(), bias.data_ptr(), 1e-5,
+                                      True, stats)
 
     def normlab_backward():
-        _, dx = buffers.empty_like_dense(x)
-        numba_groups.group_backward_first(xa, ga, G, w, mean, var, eps, True, dx.reshape(N, C, -1), *param_grads)
+        dx = buffers.empty_like_dense(x)
+        numba_groups.group_backward_at(x.data_ptr(), g.data_ptr(), dx.data_ptr(), *sizes, weight.data_ptr(), stats,
+                                       1e-5, True, param_grads)
 
     _, saved_mean, saved_rstd = torch.ops.aten.native_group_norm(x, weight, bias, N, C, H * W, G, 1e-5)
     calls = {
@@ -99,7 +100,7 @@ def call_steps(rounds: int, with_compile: bool) -> None:
 
     function = cpu_channels.GroupFunction
     saved = {name: getattr(function, name) for name in ("forward", "backward")}
-    kernels = {name: getattr(numba_groups, name) for name in ("group_forward_first", "group_backward_first")}
+    kernels = {name: getattr(numba_groups, name) for name in ("group_forward_at", "group_backward_at")}
     layer = normlab.create_norm("group_norm", C, dims=2)
     module_forward = type(layer).forward
     try:

@@ -33,9 +33,12 @@ import normlab
 from normlab.kernels import numba_batch, numba_groups
 
 KERNELS = {
-    numba_batch: ("batch_forward_first", "batch_backward_first", "batch_forward_last", "batch_backward_last",
+    numba_batch: ("batch_forward_at", "batch_backward_at", "fold_running_stats_at",
+                  # the entry points of earlier versions, for a before/after
+                  "batch_forward_first", "batch_backward_first", "batch_forward_last", "batch_backward_last",
                   "fold_running_stats"),
-    numba_groups: ("group_forward_first", "group_backward_first", "group_forward_last", "group_backward_last"),
+    numba_groups: ("group_forward_at", "group_backward_at",
+                   "group_forward_first", "group_backward_first", "group_forward_last", "group_backward_last"),
 }
 
 

@@ -12,7 +12,10 @@ collect_ignore = []
 try:
     import numba  # noqa: F401
 except ImportError:  # the reference path is then the only path; nothing here to test
-    collect_ignore = ["kernel_cases.py", "test_cpu_kernels.py", "test_fused_and_stats.py", "test_numba_dtypes.py"]
+    collect_ignore = [
+        "kernel_cases.py", "test_cpu_kernels.py", "test_fused_and_stats.py", "test_numba_dtypes.py",
+        "test_numba_memory.py",
+    ]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ This module keeps output blocks and hands them out again, as PyTorch's CUDA cach
 
 - a block is a NumPy array with the output's shape, strides and (kernel) dtype, on fresh NumPy memory (NumPy
   asks the kernel for transparent huge pages on large blocks, so even a fresh block faults 2 MiB at a time);
-  the tensor handed out is :func:`torch.from_numpy` of it, and the kernel writes through the array itself;
+  the tensor handed out is :func:`torch.from_numpy` of it, and the kernel writes to its address;
 - a tensor made by :func:`torch.from_numpy` holds a reference to its array until the last tensor or view on
   that storage is gone, and a NumPy view of the array holds its memory buffer; so a block whose array and
   buffer have no references but the pool's own is free. The pool checks that (``sys.getrefcount``) when it
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from normlab.kernels.storage import KERNEL_NUMPY_DTYPE, as_kernel_array
+from normlab.kernels.storage import KERNEL_NUMPY_DTYPE
 
 _MIN_POOLED_BYTES = 1 << 20
 
@@ -109,18 +109,16 @@ class OutputPool:
         nbytes = dtype.itemsize
         for size in shape:
             nbytes *= size
-        return self._take(shape, _contiguous_strides(shape), dtype, nbytes)[0]
+        return self._take(shape, _contiguous_strides(shape), dtype, nbytes)
 
-    def empty_like_dense(self, like: Tensor) -> tuple[Tensor, np.ndarray]:
+    def empty_like_dense(self, like: Tensor) -> Tensor:
         """An uninitialised tensor with ``like``'s shape, dtype and strides (``like`` must be dense: contiguous or
-        channels-last), and the kernel array on the same memory (:func:`~normlab.kernels.storage.
-        as_kernel_array`'s type, same shape and strides); from the pool when large."""
+        channels-last); from the pool when large."""
         return self._take(like.shape, like.stride(), like.dtype, like.numel() * like.element_size())
 
-    def _take(self, shape, strides, dtype: torch.dtype, nbytes: int) -> tuple[Tensor, np.ndarray]:
+    def _take(self, shape, strides, dtype: torch.dtype, nbytes: int) -> Tensor:
         if nbytes < self.min_pooled_bytes or self.max_bytes == 0:
-            out = torch.empty_strided(shape, strides, dtype=dtype)
-            return out, as_kernel_array(out)
+            return torch.empty_strided(shape, strides, dtype=dtype)
         key = (shape, strides, dtype)  # torch.Size hashes and compares as a tuple
         with self._lock:
             array = self._idle_block(key)
@@ -130,10 +128,9 @@ class OutputPool:
             else:
                 self.hits += 1
             if array is None:  # over the cap with every block in use: an ordinary allocation
-                out = torch.empty_strided(shape, strides, dtype=dtype)
-                return out, as_kernel_array(out)
+                return torch.empty_strided(shape, strides, dtype=dtype)
             out = torch.from_numpy(array)  # holds ``array`` while any tensor on it lives
-        return (out if out.dtype == dtype else out.view(dtype)), array
+        return out if out.dtype == dtype else out.view(dtype)
 
     def _idle_block(self, key: tuple) -> np.ndarray | None:
         arrays = self._arrays.get(key, ())
@@ -198,16 +195,15 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     return _pool.empty(shape, dtype)
 
 
-def empty_like_dense(like: Tensor) -> tuple[Tensor, np.ndarray]:
-    """A kernel output shaped, typed and laid out like ``like`` (contiguous or channels-last), and the kernel
-    array on its memory, reusing a freed block when one fits.
+def empty_like_dense(like: Tensor) -> Tensor:
+    """A kernel output shaped, typed and laid out like ``like`` (contiguous or channels-last), reusing a freed
+    block when one fits.
 
     Examples:
         >>> x = torch.zeros(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)
-        >>> y, array = empty_like_dense(x)
-        >>> y.is_contiguous(memory_format=torch.channels_last), array.shape, array.strides == tuple(
-        ...     4 * s for s in x.stride())
-        (True, (2, 3, 4, 5), True)
+        >>> y = empty_like_dense(x)
+        >>> y.is_contiguous(memory_format=torch.channels_last), y.stride() == x.stride(), y.dtype
+        (True, True, torch.float32)
     """
     return _pool.empty_like_dense(like)
 

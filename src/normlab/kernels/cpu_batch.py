@@ -9,10 +9,10 @@ channel_kind`): a contiguous ``(N, C, *)`` input runs the channels-first kernels
 2-D ``(N, C)`` one, the channels-last (rows) kernels; the output and the input gradient keep the input's layout.
 
 **Lean glue.** BatchNorm moves few bytes per value, so at common sizes the Python around the kernels is a real
-share of a call; worse, each torch op issued between two kernels runs with cold caches (several µs). So the
-glue works on NumPy views of the tensors: outputs come from :func:`~normlab.kernels.buffers.empty_like_dense`
-with their kernel array, the per-channel statistics are NumPy arrays, and the autograd function takes the
-input tensor as it is, so no view or layout op is recorded around it.
+share of a call; worse, each torch or NumPy call issued between two kernels runs with cold caches (several µs).
+So the glue hands the kernels the tensors' addresses and sizes (:mod:`~normlab.kernels.numba_memory`): outputs
+come from :func:`~normlab.kernels.buffers.empty_like_dense`, the per-channel statistics are NumPy arrays, and the
+autograd function takes the input tensor as it is, so no view or layout op is recorded around it.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from torch.autograd.function import FunctionCtx
 
 from normlab.core import functional as core
 from normlab.kernels import buffers, cpu_common, numba_batch
-from normlab.kernels.cpu_common import channel_view, row_view
-from normlab.kernels.numba_dtypes import as_kernel_array as arr
+from normlab.kernels.storage import KERNEL_SCALAR
 
 
 def _kind(x: Tensor) -> str | None:
@@ -35,10 +34,11 @@ def _kind(x: Tensor) -> str | None:
     return "rows" if kind == "last" or (kind == "first" and x.dim() == 2) else kind
 
 
-def _view(a: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "first":
-        return channel_view(a, "first")
-    return row_view(a, a.shape[1])
+def _sizes(x: Tensor, kind: str) -> tuple:
+    """The arguments every entry of :mod:`~normlab.kernels.numba_batch` takes after the addresses: the stored
+    type, ``N``, ``C``, ``L`` and whether the kernel sees rows."""
+    n, c = x.shape[0], x.shape[1]
+    return KERNEL_SCALAR[x.dtype], n, c, x.numel() // (n * c), kind == "rows"
 
 
 def _block_rows(channels: int) -> int:
@@ -46,21 +46,23 @@ def _block_rows(channels: int) -> int:
     return max(8, 8192 // max(channels, 1))
 
 
-def _batch_forward(x: Tensor, weight, bias, eps: float, kind: str, stats: np.ndarray) -> tuple[Tensor, tuple]:
-    """The normalized output, shaped and laid out like ``x``, and the parameter inputs the backward kernel reads
-    too (:func:`~normlab.kernels.cpu_common.param_inputs`); ``stats`` ``(2, C)`` float32 receives the batch mean
+def _batch_forward(x: Tensor, weight, bias, eps: float, kind: str, stats: np.ndarray) -> Tensor:
+    """The normalized output, shaped and laid out like ``x``; ``stats`` ``(2, C)`` float32 receives the batch mean
     and biased variance."""
     channels = x.shape[1]
-    params = w, eps32 = cpu_common.param_inputs(weight, channels, eps)
-    y, y_array = buffers.empty_like_dense(x)
-    xa, ya, b = _view(arr(x), kind), _view(y_array, kind), cpu_common.param_array(bias, channels, 0.0)
-    chunks = cpu_common.threads(x.numel())
-    if kind == "first":
-        numba_batch.batch_forward_first(xa, w, b, eps32, ya, stats[0], stats[1])
-    else:
-        chunks = min(chunks, xa.shape[0])
-        numba_batch.batch_forward_last(xa, w, b, eps32, chunks, _block_rows(channels), ya, stats[0], stats[1])
-    return y, params
+    w, b = cpu_common.param_tensor(weight, channels, 1.0), cpu_common.param_tensor(bias, channels, 0.0)
+    y = buffers.empty_like_dense(x)
+    chunks = _chunks(x, channels)
+    numba_batch.batch_forward_at(
+        x.data_ptr(), y.data_ptr(), *_sizes(x, kind), w.data_ptr(), b.data_ptr(), eps, chunks, _block_rows(channels),
+        stats,
+    )
+    return y
+
+
+def _chunks(x: Tensor, channels: int) -> int:
+    """Threads for ``x``, and row chunks for the channels-last kernels (at most one per row)."""
+    return min(cpu_common.threads(x.numel()), x.numel() // channels)
 
 
 class BatchFunction(torch.autograd.Function):
@@ -69,7 +71,7 @@ class BatchFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, x, weight, bias, eps, kind, stats):  # type: ignore[override]
-        y, ctx.param_inputs = _batch_forward(x, weight, bias, eps, kind, stats)
+        y = _batch_forward(x, weight, bias, eps, kind, stats)
         ctx.save_for_backward(x, weight, bias)
         ctx.eps, ctx.kind, ctx.stats = eps, kind, stats
         ctx.set_materialize_grads(False)
@@ -87,20 +89,18 @@ class BatchFunction(torch.autograd.Function):
 
             grads = cpu_common.differentiable_grads(reference, (x, weight, bias), ctx.needs_input_grad[:3], (grad_y,))
             return (*grads, None, None, None)
-        kind = ctx.kind
-        w, eps = ctx.param_inputs
+        channels = x.shape[1]
+        w = cpu_common.param_tensor(weight, channels, 1.0)
         grad_y = grad_y.contiguous(memory_format=cpu_common.dense_format(x))
-        grad_x, grad_x_array = buffers.empty_like_dense(x)
-        grad_w, grad_b = np.empty((2, x.shape[1]), np.float32)
-        mean, var = ctx.stats
-        xa, ga, da = _view(arr(x), kind), _view(arr(grad_y), kind), _view(grad_x_array, kind)
-        chunks = cpu_common.threads(x.numel())
-        if kind == "first":
-            numba_batch.batch_backward_first(xa, ga, w, mean, var, eps, da, grad_w, grad_b)
-        else:
-            numba_batch.batch_backward_last(xa, ga, w, mean, var, eps, min(chunks, xa.shape[0]), da, grad_w, grad_b)
+        grad_x = buffers.empty_like_dense(x)
+        param_grads = np.empty((2, channels), np.float32)
+        numba_batch.batch_backward_at(
+            x.data_ptr(), grad_y.data_ptr(), grad_x.data_ptr(), *_sizes(x, ctx.kind), w.data_ptr(), ctx.stats,
+            ctx.eps, _chunks(x, channels), param_grads,
+        )
         # a gradient for an input that needs none is dropped by autograd
-        return grad_x, cpu_common.param_grad(grad_w, weight), cpu_common.param_grad(grad_b, bias), None, None, None
+        grad_w, grad_b = cpu_common.param_grad(param_grads[0], weight), cpu_common.param_grad(param_grads[1], bias)
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 def _evaluate(kind: str, x: Tensor, running_mean, running_var, weight, bias, eps) -> Tensor:
@@ -110,13 +110,8 @@ def _evaluate(kind: str, x: Tensor, running_mean, running_var, weight, bias, eps
     shift = (cpu_common.param_array(bias, channels, 0.0) - cpu_common.param_array(running_mean, channels, 0.0)
              * scale).astype(np.float32)
     scale = scale.astype(np.float32)
-    y, y_array = buffers.empty_like_dense(x)
-    xa, ya = _view(arr(x), kind), _view(y_array, kind)
-    chunks = cpu_common.threads(x.numel())
-    if kind == "first":
-        numba_batch.channel_affine_first(xa, scale, shift, ya)
-    else:
-        numba_batch.channel_affine_last(xa, scale, shift, min(chunks, xa.shape[0]), ya)
+    y = buffers.empty_like_dense(x)
+    numba_batch.channel_affine_at(x.data_ptr(), y.data_ptr(), *_sizes(x, kind), scale, shift, _chunks(x, channels))
     return y
 
 
@@ -143,7 +138,7 @@ def fast_batch_norm(
     if cpu_common.needs_grad(x, weight, bias):
         y = cpu_common.apply(BatchFunction, x, weight, bias, float(eps), kind, stats)
     else:
-        y = _batch_forward(x, weight, bias, float(eps), kind, stats)[0]
+        y = _batch_forward(x, weight, bias, float(eps), kind, stats)
     if training:
         cpu_common.fold_running_stats(running_mean, running_var, stats, count, momentum, num_batches_tracked)
     return y

@@ -4,9 +4,8 @@ around :mod:`normlab.kernels.numba_groups` and :mod:`normlab.kernels.numba_colum
 
 Contiguous inputs run the channels-first kernels; ``channels_last`` (4-D) and ``channels_last_3d`` (5-D)
 inputs run the channels-last kernels and get a channels-last output, as the core promises. Any other layout
-is declined. The glue is lean in the way of :mod:`normlab.kernels.cpu_batch`: NumPy views of the tensors
-(:func:`~normlab.kernels.cpu_common.channel_view`), NumPy statistics, and the input tensor handed to the
-autograd function as it is.
+is declined. The glue is lean in the way of :mod:`normlab.kernels.cpu_batch`: the kernels get the tensors' addresses,
+the statistics are NumPy arrays, and the input tensor is handed to the autograd function as it is.
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ from torch.autograd.function import FunctionCtx
 
 from normlab.core import functional as core
 from normlab.kernels import buffers, cpu_common, numba_columns, numba_groups
-from normlab.kernels.cpu_common import channel_view, param_array, param_grad
+from normlab.kernels.cpu_common import param_grad
 from normlab.kernels.cpu_rows import fast_rows
-from normlab.kernels.numba_dtypes import as_kernel_array as arr
+from normlab.kernels.storage import KERNEL_SCALAR
 
 
 def _group_reference(groups: int, eps: float, center: bool):
@@ -36,17 +35,16 @@ def _group_reference(groups: int, eps: float, center: bool):
 
 def _group_forward(x, weight, bias, groups, eps, center, kind, stats):
     """Run the group kernel on ``x`` (its layout ``kind``); ``stats`` ``(2, N, G)`` float32 receives the mean
-    and variance (the mean square when not centred). Returns ``y``, laid out like ``x``, and the parameter
-    inputs the backward kernel reads too (:func:`~normlab.kernels.cpu_common.param_inputs`)."""
-    params = w, eps32 = cpu_common.param_inputs(weight, x.shape[1], eps)
-    y, y_array = buffers.empty_like_dense(x)
-    kernel = numba_groups.group_forward_first if kind == "first" else numba_groups.group_forward_last
+    and variance (the mean square when not centred). Returns ``y``, laid out like ``x``."""
+    n, c = x.shape[0], x.shape[1]
+    w, b = cpu_common.param_tensor(weight, c, 1.0), cpu_common.param_tensor(bias, c, 0.0)
+    y = buffers.empty_like_dense(x)
     cpu_common.threads(x.numel())
-    kernel(
-        channel_view(arr(x), kind), groups, w, param_array(bias, x.shape[1], 0.0), eps32, center,
-        channel_view(y_array, kind), stats[0], stats[1],
+    numba_groups.group_forward_at(
+        x.data_ptr(), y.data_ptr(), KERNEL_SCALAR[x.dtype], n, c, x.numel() // (n * c), kind == "last", groups,
+        w.data_ptr(), b.data_ptr(), eps, center, stats,
     )
-    return y, params
+    return y
 
 
 class GroupFunction(torch.autograd.Function):
@@ -55,7 +53,7 @@ class GroupFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, x, weight, bias, groups, eps, center, kind, stats):  # type: ignore[override]
-        y, ctx.param_inputs = _group_forward(x, weight, bias, groups, eps, center, kind, stats)
+        y = _group_forward(x, weight, bias, groups, eps, center, kind, stats)
         ctx.save_for_backward(x, weight, bias)
         ctx.groups, ctx.eps, ctx.center, ctx.kind, ctx.stats = groups, eps, center, kind, stats
         ctx.set_materialize_grads(False)
@@ -71,17 +69,15 @@ class GroupFunction(torch.autograd.Function):
             reference = _group_reference(ctx.groups, ctx.eps, ctx.center)
             needs = ctx.needs_input_grad[:3]
             return (*cpu_common.differentiable_grads(reference, (x, weight, bias), needs, (grad_y,)), *none)
-        kind = ctx.kind
-        w, eps32 = ctx.param_inputs
+        n, c = x.shape[0], x.shape[1]
+        w = cpu_common.param_tensor(weight, c, 1.0)
         grad_y = grad_y.contiguous(memory_format=cpu_common.dense_format(x))
-        grad_x, grad_x_array = buffers.empty_like_dense(x)
-        param_grads = np.empty((2, x.shape[1]), np.float32)
-        mean, var = ctx.stats
-        kernel = numba_groups.group_backward_first if kind == "first" else numba_groups.group_backward_last
+        grad_x = buffers.empty_like_dense(x)
+        param_grads = np.empty((2, c), np.float32)
         cpu_common.threads(x.numel())
-        kernel(
-            channel_view(arr(x), kind), channel_view(arr(grad_y), kind), ctx.groups, w, mean, var, eps32, ctx.center,
-            channel_view(grad_x_array, kind), *param_grads,
+        numba_groups.group_backward_at(
+            x.data_ptr(), grad_y.data_ptr(), grad_x.data_ptr(), KERNEL_SCALAR[x.dtype], n, c, x.numel() // (n * c),
+            ctx.kind == "last", ctx.groups, w.data_ptr(), ctx.stats, ctx.eps, ctx.center, param_grads,
         )
         # a gradient for an input that needs none is dropped by autograd
         return grad_x, param_grad(param_grads[0], weight), param_grad(param_grads[1], bias), *none
@@ -94,14 +90,14 @@ def _column_tile(channels: int, length: int) -> int:
 
 def _column_forward(x, weight, bias, eps, center, stats):
     """LayerNorm2d (or RMS) over ``C`` of a contiguous ``x``; ``stats`` ``(2, N, L)`` receives mean and rstd."""
-    channels = x.shape[1]
-    xa = channel_view(arr(x), "first")
-    tile = _column_tile(channels, xa.shape[2])
-    y, y_array = buffers.empty_like_dense(x)
+    n, c, length = stats.shape[1], x.shape[1], stats.shape[2]
+    tile = _column_tile(c, length)
+    w, b = cpu_common.param_tensor(weight, c, 1.0), cpu_common.param_tensor(bias, c, 0.0)
+    y = buffers.empty_like_dense(x)
     cpu_common.threads(x.numel())
-    numba_columns.column_forward(
-        xa, param_array(weight, channels, 1.0), param_array(bias, channels, 0.0), np.float32(eps), center, tile,
-        channel_view(y_array, "first"), stats[0], stats[1],
+    numba_columns.column_forward_at(
+        x.data_ptr(), y.data_ptr(), KERNEL_SCALAR[x.dtype], n, c, length, w.data_ptr(), b.data_ptr(), eps, center,
+        tile, stats,
     )
     return y, tile
 
@@ -126,15 +122,16 @@ class ColumnFunction(torch.autograd.Function):
 
             grads = cpu_common.differentiable_grads(reference, (x, weight, bias), ctx.needs_input_grad[:3], (grad_y,))
             return (*grads, None, None, None)
-        xa = channel_view(arr(x), "first")
-        channels = xa.shape[1]
+        stats = ctx.stats
+        n, c, length = stats.shape[1], x.shape[1], stats.shape[2]
+        w = cpu_common.param_tensor(weight, c, 1.0)
         grad_y = grad_y.contiguous()
-        grad_x, grad_x_array = buffers.empty_like_dense(x)
-        param_grads = np.empty((2, channels), np.float32)
+        grad_x = buffers.empty_like_dense(x)
+        param_grads = np.empty((2, c), np.float32)
         cpu_common.threads(x.numel())
-        numba_columns.column_backward(
-            xa, channel_view(arr(grad_y), "first"), param_array(weight, channels, 1.0), ctx.stats[0], ctx.stats[1],
-            ctx.center, ctx.tile, channel_view(grad_x_array, "first"), param_grads[0], param_grads[1],
+        numba_columns.column_backward_at(
+            x.data_ptr(), grad_y.data_ptr(), grad_x.data_ptr(), KERNEL_SCALAR[x.dtype], n, c, length, w.data_ptr(),
+            stats, ctx.center, ctx.tile, param_grads,
         )
         return grad_x, param_grad(param_grads[0], weight), param_grad(param_grads[1], bias), None, None, None
 
@@ -158,7 +155,7 @@ def _per_sample(x, groups, weight, bias, eps, center):
     if cpu_common.needs_grad(x, weight, bias):
         y = cpu_common.apply(GroupFunction, x, weight, bias, groups, float(eps), center, kind, stats)
     else:
-        y = _group_forward(x, weight, bias, groups, float(eps), center, kind, stats)[0]
+        y = _group_forward(x, weight, bias, groups, float(eps), center, kind, stats)
     return y, stats
 
 

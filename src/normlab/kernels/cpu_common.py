@@ -9,9 +9,9 @@ call the fast paths at all.
 
 **Per-call cost.** At common sizes a fast path's Python is a real share of a call, and it runs with cold caches
 (the kernel before it streamed megabytes through them), where every distinct torch or NumPy call costs several
-µs. So the glue makes few of them: :func:`params_ok` checks an ``nn.Parameter`` with fewer calls,
-:func:`threads` tells Numba only about a change, :func:`apply` skips ``Function.apply``'s Python layer, and the
-forward hands its parameter arrays to the backward (:func:`param_inputs`).
+µs. So the glue makes few of them: the kernels get addresses, not NumPy views (:func:`param_tensor`,
+:mod:`~normlab.kernels.numba_memory`), :func:`params_ok` checks an ``nn.Parameter`` with fewer calls,
+:func:`threads` tells Numba only about a change, and :func:`apply` skips ``Function.apply``'s Python layer.
 
 **Two thread pools.** torch runs its own OpenMP runtime; Numba's ``omp`` threading layer loads the system's.
 An OpenMP worker spins for a while after each parallel region, so with both pools active each steals cores
@@ -38,7 +38,7 @@ from torch.overrides import has_torch_function
 from normlab.core.dispatch import reference_only
 from normlab.core.stats import count_batch_, update_running_stats_
 from normlab.kernels import numba_batch
-from normlab.kernels.storage import KERNEL_VIEW, as_kernel_array, float32_array
+from normlab.kernels.storage import KERNEL_SCALAR, KERNEL_VIEW, float32_array
 
 SUPPORTED_DTYPES = tuple(KERNEL_VIEW)
 
@@ -100,6 +100,21 @@ def _constant(size: int, fill: float) -> np.ndarray:
     return np.full(size, fill, dtype=np.float32)
 
 
+def param_tensor(p: Tensor | None, size: int, fill: float) -> Tensor:
+    """``p`` as a contiguous float32 tensor, whose address a kernel entry reads (``p`` itself when it is one: no
+    copy), or a shared tensor of ``size`` copies of ``fill`` when ``p`` is ``None``."""
+    if p is None:
+        return _constant_tensor(size, fill)
+    if p.dtype == torch.float32 and p.is_contiguous():
+        return p
+    return p.detach().to(torch.float32).contiguous()
+
+
+@functools.lru_cache(maxsize=64)
+def _constant_tensor(size: int, fill: float) -> Tensor:
+    return torch.full((size,), fill, dtype=torch.float32)
+
+
 def needs_grad(*tensors: Tensor | None) -> bool:
     """Whether autograd will record this call: grad mode is on and a given tensor requires a gradient."""
     if torch.is_grad_enabled():
@@ -136,47 +151,6 @@ def dense_format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format if x.is_contiguous() else _LAST_FORMATS[x.dim()]
 
 
-def channel_view(a: np.ndarray, kind: str) -> np.ndarray:
-    """The kernel's 3-D view (no copy) of the array ``a`` of an ``(N, C, *)`` tensor of that ``kind``:
-    ``(N, C, L)`` for ``"first"``, ``(N, L, C)`` (memory order) for ``"last"``, ``L`` the spatial size.
-
-    Examples:
-        >>> x = torch.arange(24.0).reshape(1, 2, 3, 4).contiguous(memory_format=torch.channels_last)
-        >>> channel_view(x.numpy(), "last")[0, :2].tolist()
-        [[0.0, 12.0], [1.0, 13.0]]
-    """
-    n, c = a.shape[:2]
-    if kind == "first":
-        return a.reshape(n, c, -1)
-    return a.transpose(_CHANNELS_LAST_ORDER[a.ndim]).reshape(n, -1, c)  # (N, *, C) is C-contiguous: a view
-
-
-_CHANNELS_LAST_ORDER = {ndim: (0, *range(2, ndim), 1) for ndim in range(2, 9)}
-"""The axes that put ``C`` last, by rank: a channels-last array in memory order."""
-
-
-def row_view(a: np.ndarray, n: int) -> np.ndarray:
-    """The ``(R, n)`` row view (no copy) of a kernel array: rows of the trailing ``n`` values of a contiguous
-    tensor, or the channel vectors (``n = C``) of a channels-last one.
-
-    Examples:
-        >>> x = torch.arange(24.0).reshape(1, 2, 3, 4).contiguous(memory_format=torch.channels_last)
-        >>> row_view(x.numpy(), 2)[:2].tolist(), row_view(torch.zeros(2, 3, 4).numpy(), 4).shape
-        ([[0.0, 12.0], [1.0, 13.0]], (6, 4))
-    """
-    if a.flags.c_contiguous:
-        return a.reshape(-1, n)
-    return a.transpose(_CHANNELS_LAST_ORDER[a.ndim]).reshape(-1, n)
-
-
-def param_inputs(weight: Tensor | None, size: int, eps: float) -> tuple[np.ndarray, np.float32]:
-    """``(weight array, eps as float32)``: what a forward and its backward kernel both take besides the
-    activations, made once in the forward and kept on the autograd context. Only the parameter is referenced
-    (an activation kept there would outlive saved-tensor hooks such as checkpointing); the backward reads ``x``
-    from the saved tensors."""
-    return param_array(weight, size, 1.0), np.float32(eps)
-
-
 def param_grad(grad: np.ndarray, like: Tensor | None) -> Tensor | None:
     """A float32 per-channel gradient (NumPy) as a tensor shaped and typed like its parameter ``like``."""
     if like is None:
@@ -190,12 +164,13 @@ def param_grad(grad: np.ndarray, like: Tensor | None) -> Tensor | None:
 def fold_running_stats(running_mean, running_var, stats: np.ndarray, count: int, momentum, num_batches_tracked):
     """:func:`~normlab.core.stats.update_running_stats_` with the batch's float32 ``stats`` ``(2, C)`` (mean,
     biased variance), done in place by :func:`~normlab.kernels.numba_batch.fold_running_stats` when the buffers
-    are plain CPU tensors a kernel takes (else by the core's torch ops)."""
+    are plain contiguous CPU tensors of one dtype (else by the core's torch ops)."""
     in_place = (
         running_mean is not None and running_var is not None
         and (momentum is not None or num_batches_tracked is not None)
         and params_ok(stats.shape[1], running_mean, running_var)
         and running_mean.is_contiguous() and running_var.is_contiguous()
+        and running_mean.dtype == running_var.dtype
         and not (running_mean.requires_grad or running_var.requires_grad)
     )
     if not in_place:
@@ -203,9 +178,10 @@ def fold_running_stats(running_mean, running_var, stats: np.ndarray, count: int,
         update_running_stats_(running_mean, running_var, mean, var, count, momentum, num_batches_tracked)
         return
     factor = count_batch_(momentum, num_batches_tracked)
-    mean_buffer, var_buffer = as_kernel_array(running_mean).reshape(-1), as_kernel_array(running_var).reshape(-1)
-    unbias = np.float32(count / max(count - 1, 1))
-    numba_batch.fold_running_stats(mean_buffer, var_buffer, stats[0], stats[1], np.float32(factor), unbias)
+    numba_batch.fold_running_stats_at(
+        running_mean.data_ptr(), running_var.data_ptr(), KERNEL_SCALAR[running_mean.dtype], stats, factor,
+        count / max(count - 1, 1),
+    )
 
 
 SMALL_WORK = 1 << 16

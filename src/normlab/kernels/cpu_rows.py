@@ -6,7 +6,7 @@ Each ``fast_*`` function takes the core op's arguments and returns its result, o
 dims form rows of a 2-D view (a channels-last input's channel vectors are rows too: LayerNorm2d). The forward
 keeps the per-row mean and :math:`1/\\sigma` (NumPy) for the backward, which returns the gradients for the input,
 the weight and the bias (and the residual, for the fused ops); the glue is lean in the way of
-:mod:`normlab.kernels.cpu_batch`.
+:mod:`normlab.kernels.cpu_batch`: the kernels get the tensors' addresses (:mod:`~normlab.kernels.numba_memory`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from torch.autograd.function import FunctionCtx
 
 from normlab.core import functional as core
 from normlab.kernels import buffers, cpu_common, numba_rows
-from normlab.kernels.cpu_common import param_array, param_grad, row_view
-from normlab.kernels.numba_dtypes import as_kernel_array as arr
+from normlab.kernels.cpu_common import param_grad
+from normlab.kernels.storage import KERNEL_SCALAR
 
 
 def _row_length(x: Tensor, normalized_shape: Sequence[int]) -> int | None:
@@ -42,23 +42,25 @@ def _usable_eps(eps: object) -> bool:
 def _row_forward(x: Tensor, n: int, weight, bias, eps: float, center: bool, stats: np.ndarray) -> Tensor:
     """LayerNorm (``center``) or RMSNorm of ``x``'s rows of ``n`` values; ``stats`` ``(2, R)`` receives the rows'
     mean and ``1/sigma``. The output is laid out like ``x``."""
-    xa = row_view(arr(x), n)
-    chunks = min(cpu_common.threads(x.numel()), xa.shape[0])
-    y, y_array = buffers.empty_like_dense(x)
-    numba_rows.norm_rows_forward(
-        xa, param_array(weight, n, 1.0), param_array(bias, n, 0.0), np.float32(eps), center, chunks,
-        row_view(y_array, n), stats[0], stats[1],
+    rows = stats.shape[1]
+    chunks = min(cpu_common.threads(x.numel()), rows)
+    w, b = cpu_common.param_tensor(weight, n, 1.0), cpu_common.param_tensor(bias, n, 0.0)
+    y = buffers.empty_like_dense(x)
+    numba_rows.norm_rows_forward_at(
+        x.data_ptr(), y.data_ptr(), KERNEL_SCALAR[x.dtype], rows, n, w.data_ptr(), b.data_ptr(), eps, center,
+        chunks, stats,
     )
     return y
 
 
 def _add_forward(x, residual, n, weight, bias, eps, center, stats):
-    xa = row_view(arr(x), n)
-    chunks = min(cpu_common.threads(x.numel()), xa.shape[0])
-    (y, y_array), (s, s_array) = buffers.empty_like_dense(x), buffers.empty_like_dense(x)
-    numba_rows.add_norm_rows_forward(
-        xa, row_view(arr(residual), n), param_array(weight, n, 1.0), param_array(bias, n, 0.0), np.float32(eps),
-        center, chunks, row_view(y_array, n), row_view(s_array, n), stats[0], stats[1],
+    rows = stats.shape[1]
+    chunks = min(cpu_common.threads(x.numel()), rows)
+    w, b = cpu_common.param_tensor(weight, n, 1.0), cpu_common.param_tensor(bias, n, 0.0)
+    y, s = buffers.empty_like_dense(x), buffers.empty_like_dense(x)
+    numba_rows.add_norm_rows_forward_at(
+        x.data_ptr(), residual.data_ptr(), y.data_ptr(), s.data_ptr(), KERNEL_SCALAR[x.dtype], rows, n,
+        w.data_ptr(), b.data_ptr(), eps, center, chunks, stats,
     )
     return y, s
 
@@ -68,14 +70,14 @@ def _backward(x, n, weight, bias, stats, center, grad_y, grad_s):
     layout = cpu_common.dense_format(x)
     grad_y = grad_y.contiguous(memory_format=layout)
     grad_s = None if grad_s is None else grad_s.contiguous(memory_format=layout)
-    xa = row_view(arr(x), n)
-    chunks = min(cpu_common.threads(x.numel()), xa.shape[0])
-    grad_x, grad_x_array = buffers.empty_like_dense(x)
+    rows = stats.shape[1]
+    chunks = min(cpu_common.threads(x.numel()), rows)
+    w = cpu_common.param_tensor(weight, n, 1.0)
+    grad_x = buffers.empty_like_dense(x)
     param_grads = np.empty((2, n), np.float32)
-    ga = row_view(arr(grad_y), n)
-    numba_rows.norm_rows_backward(
-        xa, ga, ga if grad_s is None else row_view(arr(grad_s), n), param_array(weight, n, 1.0), stats[0], stats[1],
-        center, grad_s is not None, chunks, row_view(grad_x_array, n), param_grads[0], param_grads[1],
+    numba_rows.norm_rows_backward_at(
+        x.data_ptr(), grad_y.data_ptr(), 0 if grad_s is None else grad_s.data_ptr(), grad_x.data_ptr(),
+        KERNEL_SCALAR[x.dtype], rows, n, w.data_ptr(), stats, center, chunks, param_grads,
     )
     return grad_x, param_grad(param_grads[0], weight), param_grad(param_grads[1], bias)
 

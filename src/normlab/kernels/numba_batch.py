@@ -21,6 +21,10 @@ Backward (training), with :math:`a_c = \sum \partial_y (x-\mu_c)` and :math:`b_c
 :math:`\partial\gamma_c = a_c r_c`, :math:`\partial\beta_c = b_c` and
 :math:`\partial x = r_c\gamma_c\,\partial y - (x-\mu_c)\,r_c^3\gamma_c a_c/M - r_c\gamma_c b_c/M`.
 Evaluation is the per-channel affine map :math:`y = x\,k_c + h_c` (:func:`channel_affine_first` / ``_last``).
+
+The glue calls the ``*_at`` entries, which take the tensors' addresses (:mod:`~normlab.kernels.numba_memory`)
+and the sizes ``N, C, L`` (``rows``: the channels-last view of ``R = N·L`` rows), and run the kernel of the
+layout.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from normlab.kernels.numba_dtypes import FASTMATH, load, store
+from normlab.kernels.numba_memory import array_at
 from normlab.kernels.numba_reduce import (
     add_column_grad_sums,
     add_column_shifted_sums,
@@ -293,3 +298,57 @@ def fold_running_stats(running_mean, running_var, mean, var, factor, unbias):
         rv = load(running_var[c])
         running_mean[c] = store(rm + factor * (mean[c] - rm), like)
         running_var[c] = store(rv + factor * (var[c] * unbias - rv), like)
+
+
+@njit(cache=True)
+def batch_forward_at(x_at, y_at, like, n, c, length, rows, weight_at, bias_at, eps, chunks, block, stats):
+    """:func:`batch_forward_last` (``rows``) or :func:`batch_forward_first` on the memory at the addresses
+    ``x_at``, ``y_at`` (``like``'s type) and ``weight_at``, ``bias_at`` (``C`` float32 values); ``stats``
+    ``(2, C)`` receives the batch mean and biased variance."""
+    weight, bias = array_at(weight_at, (c,), np.float32(0)), array_at(bias_at, (c,), np.float32(0))
+    if rows:
+        shape = (n * length, c)
+        batch_forward_last(array_at(x_at, shape, like), weight, bias, np.float32(eps), chunks, block,
+                           array_at(y_at, shape, like), stats[0], stats[1])
+    else:
+        shape3 = (n, c, length)
+        batch_forward_first(array_at(x_at, shape3, like), weight, bias, np.float32(eps), array_at(y_at, shape3, like),
+                            stats[0], stats[1])
+
+
+@njit(cache=True)
+def batch_backward_at(x_at, grad_y_at, grad_x_at, like, n, c, length, rows, weight_at, stats, eps, chunks,
+                      param_grads):
+    """:func:`batch_backward_last` (``rows``) or :func:`batch_backward_first` on memory at addresses;
+    ``param_grads`` ``(2, C)`` receives the weight and bias gradients."""
+    weight = array_at(weight_at, (c,), np.float32(0))
+    if rows:
+        shape = (n * length, c)
+        batch_backward_last(array_at(x_at, shape, like), array_at(grad_y_at, shape, like), weight, stats[0],
+                            stats[1], np.float32(eps), chunks, array_at(grad_x_at, shape, like), param_grads[0],
+                            param_grads[1])
+    else:
+        shape3 = (n, c, length)
+        batch_backward_first(array_at(x_at, shape3, like), array_at(grad_y_at, shape3, like), weight, stats[0],
+                             stats[1], np.float32(eps), array_at(grad_x_at, shape3, like), param_grads[0],
+                             param_grads[1])
+
+
+@njit(cache=True)
+def channel_affine_at(x_at, y_at, like, n, c, length, rows, scale, shift, chunks):
+    """:func:`channel_affine_last` (``rows``) or :func:`channel_affine_first` on memory at addresses."""
+    if rows:
+        shape = (n * length, c)
+        channel_affine_last(array_at(x_at, shape, like), scale, shift, chunks, array_at(y_at, shape, like))
+    else:
+        shape3 = (n, c, length)
+        channel_affine_first(array_at(x_at, shape3, like), scale, shift, array_at(y_at, shape3, like))
+
+
+@njit(cache=True)
+def fold_running_stats_at(mean_at, var_at, like, stats, factor, unbias):
+    """:func:`fold_running_stats` into the running buffers at the addresses ``mean_at``, ``var_at`` (``C`` values
+    of ``like``'s type) from the batch ``stats`` ``(2, C)``."""
+    shape = (stats.shape[1],)
+    fold_running_stats(array_at(mean_at, shape, like), array_at(var_at, shape, like), stats[0], stats[1],
+                       np.float32(factor), np.float32(unbias))

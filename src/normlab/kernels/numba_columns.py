@@ -12,7 +12,8 @@ A column is strided in memory, so a task takes a tile of ``tile`` neighbouring p
 reduces over ``C`` with the positions as the vector lanes; the ``C × tile`` block stays in cache for the
 two-pass statistics and the write. The backward is the row-norm backward of :mod:`normlab.kernels.numba_rows`
 with rows and columns exchanged; parameter-gradient partials are kept per task ``(tasks, C)``.
-(A channels-last input needs no kernel of its own: its channels are rows.)
+(A channels-last input needs no kernel of its own: its channels are rows.) The glue calls the ``*_at``
+entries, which take the tensors' addresses (:mod:`~normlab.kernels.numba_memory`) and the sizes ``N, C, L``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from normlab.kernels.numba_dtypes import FASTMATH, load, store
+from normlab.kernels.numba_memory import array_at
 from normlab.kernels.numba_reduce import sum_partials
 
 
@@ -113,3 +115,25 @@ def _column_backward(x, grad_y, weight, mean, rstd, center, tile, grad_x, grad_w
             for j in range(width):
                 xh = (load(xc[j]) - m[j]) * r[j]
                 dc[j] = store(r[j] * (load(gc[j]) * w - sum_g[j] - xh * sum_gx[j]), like)
+
+
+@njit(cache=True)
+def column_forward_at(x_at, y_at, like, n, c, length, weight_at, bias_at, eps, center, tile, stats):
+    """:func:`column_forward` on the ``(N, C, L)`` memory at the addresses ``x_at``, ``y_at`` (``like``'s type)
+    and ``weight_at``, ``bias_at`` (``C`` float32 values); ``stats`` ``(2, N, L)`` receives mean and rstd."""
+    shape = (n, c, length)
+    column_forward(
+        array_at(x_at, shape, like), array_at(weight_at, (c,), np.float32(0)), array_at(bias_at, (c,), np.float32(0)),
+        np.float32(eps), center, tile, array_at(y_at, shape, like), stats[0], stats[1],
+    )
+
+
+@njit(cache=True)
+def column_backward_at(x_at, grad_y_at, grad_x_at, like, n, c, length, weight_at, stats, center, tile, param_grads):
+    """:func:`column_backward` on memory at addresses; ``param_grads`` ``(2, C)`` receives the weight and bias
+    gradients."""
+    shape = (n, c, length)
+    column_backward(
+        array_at(x_at, shape, like), array_at(grad_y_at, shape, like), array_at(weight_at, (c,), np.float32(0)),
+        stats[0], stats[1], center, tile, array_at(grad_x_at, shape, like), param_grads[0], param_grads[1],
+    )

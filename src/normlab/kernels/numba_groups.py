@@ -25,6 +25,9 @@ digits, a second pass about the mean recomputes the variance
 once; the backward is two passes over the same cached block. Channels-first runs one ``prange`` task per
 ``(n, g)``; channels-last one per sample. Per-sample parameter-gradient partials ``(N, C)`` are summed after the
 parallel pass (:func:`~normlab.kernels.numba_reduce.sum_partials`).
+
+The glue calls the entries :func:`group_forward_at` and :func:`group_backward_at`, which take the tensors'
+addresses (:mod:`~normlab.kernels.numba_memory`) and the sizes ``N, C, L``, and run the kernel of the layout.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from normlab.kernels.numba_dtypes import FASTMATH, load, store
+from normlab.kernels.numba_memory import array_at
 from normlab.kernels.numba_reduce import (
     add_column_grad_sums,
     add_column_shifted_sums,
@@ -241,3 +245,33 @@ def _group_backward_last(x, grad_y, groups, weight, mean, var, eps, center, grad
             dj = grad_x[n, j]
             for c in range(channels):
                 dj[c] = store(load(gj[c]) * k_g[c] + (load(xj[c]) - centre[c]) * k_x[c] + k_0[c], like)
+
+
+@njit(cache=True)
+def group_forward_at(x_at, y_at, like, n, c, length, last, groups, weight_at, bias_at, eps, center, stats):
+    """:func:`group_forward_last` (``last``) or :func:`group_forward_first` on the memory at the addresses ``x_at``,
+    ``y_at`` (``N·C·L`` values of ``like``'s type) and ``weight_at``, ``bias_at`` (``C`` float32 values);
+    ``stats`` ``(2, N, G)`` receives the mean and the variance."""
+    shape = (n, length, c) if last else (n, c, length)
+    x, y = array_at(x_at, shape, like), array_at(y_at, shape, like)
+    weight, bias = array_at(weight_at, (c,), np.float32(0)), array_at(bias_at, (c,), np.float32(0))
+    if last:
+        group_forward_last(x, groups, weight, bias, np.float32(eps), center, y, stats[0], stats[1])
+    else:
+        group_forward_first(x, groups, weight, bias, np.float32(eps), center, y, stats[0], stats[1])
+
+
+@njit(cache=True)
+def group_backward_at(x_at, grad_y_at, grad_x_at, like, n, c, length, last, groups, weight_at, stats, eps, center,
+                      param_grads):
+    """:func:`group_backward_last` (``last``) or :func:`group_backward_first` on the memory at the addresses
+    ``x_at``, ``grad_y_at``, ``grad_x_at`` and ``weight_at``, with ``stats`` as the forward wrote them;
+    ``param_grads`` ``(2, C)`` receives the weight and bias gradients."""
+    shape = (n, length, c) if last else (n, c, length)
+    x, grad_y, grad_x = array_at(x_at, shape, like), array_at(grad_y_at, shape, like), array_at(grad_x_at, shape, like)
+    weight = array_at(weight_at, (c,), np.float32(0))
+    kernel_args = (groups, weight, stats[0], stats[1], np.float32(eps), center, grad_x, param_grads[0], param_grads[1])
+    if last:
+        group_backward_last(x, grad_y, *kernel_args)
+    else:
+        group_backward_first(x, grad_y, *kernel_args)

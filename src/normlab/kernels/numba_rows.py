@@ -27,6 +27,9 @@ cold-start cost).
 
 The fused kernels compute :math:`s = x + r` (rounded to the storage dtype, as ``x + residual`` would be),
 write ``s``, and normalize it in the same pass; their backward adds the gradient that reaches ``s`` directly.
+
+The glue calls the ``*_at`` entries, which take the tensors' addresses (:mod:`~normlab.kernels.numba_memory`),
+the row count ``R`` and the row length ``n``.
 """
 
 from __future__ import annotations
@@ -35,9 +38,13 @@ import numpy as np
 from numba import njit, prange
 
 from normlab.kernels.numba_dtypes import FASTMATH, load, store
+from normlab.kernels.numba_memory import array_at
 from normlab.kernels.numba_reduce import shifted_variance, sum_partials
 
-__all__ = ["FASTMATH", "add_norm_rows_forward", "norm_rows_backward", "norm_rows_forward"]
+__all__ = [
+    "FASTMATH", "add_norm_rows_forward", "add_norm_rows_forward_at", "norm_rows_backward", "norm_rows_backward_at",
+    "norm_rows_forward", "norm_rows_forward_at",
+]
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")
@@ -173,3 +180,42 @@ def _norm_rows_backward(x, grad_y, grad_s, weight, mean, rstd, center, has_grad_
                 c2_1 = sg1 * inv_n if center else np.float32(0.0)
                 _row_input_grad(x1, g1, grad_s[i2], has_grad_s, weight, m1, r1, sgx1 * inv_n, c2_1, grad_x[i2], like)
             i += 2
+
+
+@njit(cache=True)
+def norm_rows_forward_at(x_at, y_at, like, rows, n, weight_at, bias_at, eps, center, chunks, stats):
+    """:func:`norm_rows_forward` on the ``(R, n)`` rows at the addresses ``x_at``, ``y_at`` (``like``'s type) and
+    ``weight_at``, ``bias_at`` (``n`` float32 values); ``stats`` ``(2, R)`` receives the mean and ``1/sigma``."""
+    norm_rows_forward(
+        array_at(x_at, (rows, n), like), array_at(weight_at, (n,), np.float32(0)),
+        array_at(bias_at, (n,), np.float32(0)), np.float32(eps), center, chunks, array_at(y_at, (rows, n), like),
+        stats[0], stats[1],
+    )
+
+
+@njit(cache=True)
+def add_norm_rows_forward_at(x_at, residual_at, y_at, s_at, like, rows, n, weight_at, bias_at, eps, center, chunks,
+                             stats):
+    """:func:`add_norm_rows_forward` on memory at addresses, as :func:`norm_rows_forward_at`; ``s_at`` receives
+    ``x + residual``."""
+    shape = (rows, n)
+    add_norm_rows_forward(
+        array_at(x_at, shape, like), array_at(residual_at, shape, like), array_at(weight_at, (n,), np.float32(0)),
+        array_at(bias_at, (n,), np.float32(0)), np.float32(eps), center, chunks, array_at(y_at, shape, like),
+        array_at(s_at, shape, like), stats[0], stats[1],
+    )
+
+
+@njit(cache=True)
+def norm_rows_backward_at(x_at, grad_y_at, grad_s_at, grad_x_at, like, rows, n, weight_at, stats, center, chunks,
+                          param_grads):
+    """:func:`norm_rows_backward` on memory at addresses (``grad_s_at`` 0: no gradient reaches ``s``);
+    ``param_grads`` ``(2, n)`` receives the weight and bias gradients."""
+    shape = (rows, n)
+    grad_y = array_at(grad_y_at, shape, like)
+    has_grad_s = grad_s_at != 0
+    norm_rows_backward(
+        array_at(x_at, shape, like), grad_y, array_at(grad_s_at, shape, like) if has_grad_s else grad_y,
+        array_at(weight_at, (n,), np.float32(0)), stats[0], stats[1], center, has_grad_s, chunks,
+        array_at(grad_x_at, shape, like), param_grads[0], param_grads[1],
+    )

@@ -22,6 +22,10 @@ KERNEL_NUMPY_DTYPE: dict[torch.dtype, type] = {torch.float32: np.float32, torch.
                                                torch.float16: np.int16}
 """The NumPy dtype of a kernel array, for each supported torch dtype."""
 
+KERNEL_SCALAR: dict[torch.dtype, np.generic] = {dtype: np_type(0) for dtype, np_type in KERNEL_NUMPY_DTYPE.items()}
+"""A scalar of each kernel array's type: what tells a kernel entry that takes addresses the stored type
+(:func:`~normlab.kernels.numba_memory.array_at`)."""
+
 
 def as_kernel_array(t: Tensor) -> np.ndarray:
     """The NumPy array a kernel takes for a CPU tensor (same memory, shape and strides): float32 as is,
