@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -18,7 +20,7 @@ from normlab.bench import (
 )
 from normlab.bench.engine import BenchResult, run_bench
 from normlab.bench.report import write_outputs
-from normlab.bench.timing import time_interleaved
+from normlab.bench.timing import balanced_orders, time_interleaved
 from normlab.cli import main
 
 TINY = {"dtypes": (torch.float32,), "compile": False, "memory": False, "warmup": 1, "repeats": 2, "min_repeats": 2,
@@ -125,6 +127,24 @@ def test_interleaved_timing_runs_every_function_the_same_number_of_times():
     timings = time_interleaved({"a": lambda: bump("a"), "b": lambda: bump("b")}, device=torch.device("cpu"),
                                warmup=2, repeats=6, min_repeats=6)
     assert calls == {"a": 8, "b": 8} and timings["a"].runs == timings["b"].runs == 6
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_balanced_orders_let_each_item_follow_every_other_equally_often(n):
+    orders = balanced_orders(n)
+    assert all(sorted(order) == list(range(n)) for order in orders)
+    follows = Counter((a, b) for order in orders for a, b in itertools.pairwise(order))
+    assert set(follows) == {(a, b) for a in range(n) for b in range(n) if a != b}
+    assert len(set(follows.values())) <= 1, f"unequal: {follows}"
+
+
+def test_interleaved_timing_gives_no_function_a_fixed_predecessor():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abcd"}
+    time_interleaved(fns, device=torch.device("cpu"), warmup=0, repeats=8, budget_s=100)
+    follows = Counter(itertools.pairwise(calls))
+    for a, b in itertools.permutations("abcd", 2):  # a plain rotation would give "a" the predecessor "d" only
+        assert follows[(a, b)] >= 2, f"{b} followed {a} {follows[(a, b)]} times in 8 rounds"
 
 
 def test_a_calls_reset_runs_before_each_call_but_outside_the_clock(monkeypatch):

@@ -114,7 +114,7 @@ class OutputPool:
     def empty_like_dense(self, like: Tensor) -> Tensor:
         """An uninitialised tensor with ``like``'s shape, dtype and strides (``like`` must be dense: contiguous or
         channels-last); from the pool when large."""
-        return self._take(like.shape, like.stride(), like.dtype, like.numel() * like.element_size())
+        return self._take(like.shape, like.stride(), like.dtype, like.nbytes)
 
     def _take(self, shape, strides, dtype: torch.dtype, nbytes: int) -> Tensor:
         if nbytes < self.min_pooled_bytes or self.max_bytes == 0:
