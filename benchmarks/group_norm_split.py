@@ -2,10 +2,10 @@
 
 Part 1 times the kernels alone — normlab's Numba GroupNorm kernels against torch's ``native_group_norm`` and its
 backward, each with its output allocation — first each repeated on its own (the data stays in the cache), then
-in rotating rounds with a copy of the input (as ``normlab bench`` interleaves contenders).
+in rounds with a copy of the input (as ``normlab bench`` interleaves contenders).
 
 Part 2 follows one normlab forward+backward through the bench's rounds (normlab, torch.nn, torch.compile of
-torch.nn and a copy, in a rotating order, gradients dropped before each call) and splits its time into steps:
+torch.nn and a copy, in the orders of the bench, gradients dropped before each call) and splits its time into steps:
 from the module to the autograd function, to the kernel, the kernel, and back; then the same for the backward.
 
 Run::
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 import normlab
+from normlab.bench.timing import balanced_orders
 from normlab.kernels import buffers, cpu_channels, cpu_common, numba_groups
 from normlab.kernels.storage import KERNEL_SCALAR
 
@@ -37,11 +38,12 @@ def _median_ms(samples: list[float]) -> float:
 
 def _rounds(calls: dict[str, Callable[[], object]], rounds: int, before: Callable[[], None] = lambda: None,
             after: Callable[[str], None] = lambda name: None) -> dict[str, float]:
-    """Median ms of each call over rounds in a rotating order; ``before`` runs untimed before each call."""
+    """Median ms of each call over rounds in the bench's orders (:func:`~normlab.bench.timing.balanced_orders`);
+    ``before`` runs untimed before each call."""
     names, times = list(calls), {name: [] for name in calls}
+    orders = balanced_orders(len(names))
     for r in range(rounds):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in (names[i] for i in orders[r % len(orders)]):
             before()
             began = time.perf_counter()
             calls[name]()

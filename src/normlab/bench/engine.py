@@ -38,7 +38,7 @@ class BenchConfig:
     compile: bool = True  # include torch.compile of the torch.nn counterpart
     memory: bool = True  # measure peak memory (one extra call per contender)
     warmup: int = 3
-    repeats: int = 25
+    repeats: int = 100
     min_repeats: int = 5
     budget_s: float = 3.0  # per comparison, once min_repeats rounds are done
     device: str = "cpu"

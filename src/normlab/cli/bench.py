@@ -48,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str, help_text: str
     p.add_argument("--memory", dest="memory", action="store_true", default=None,
                    help="measure peak memory in a separate process (default: on, off with --quick)")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory measurement")
-    p.add_argument("--repeats", type=int, default=None, help="most timed rounds per comparison (default 25; 5 quick)")
+    p.add_argument("--repeats", type=int, default=None, help="most timed rounds per comparison (default 100; 5 quick)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per contender first (default 3; 2 quick)")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds per comparison after which no more rounds are added (default 3; 0.4 quick)")
@@ -103,8 +103,8 @@ def _config(args: argparse.Namespace):
         shapes=tuple(shapes), dtypes=tuple(dtypes), modes=tuple(modes), only=tuple(_split(args.only)),
         compile=(not quick) if args.compile is None else args.compile,
         memory=(not quick) if args.memory is None else args.memory,
-        warmup=args.warmup or (2 if quick else 3), repeats=args.repeats or (5 if quick else 25),
-        min_repeats=min(3 if quick else 5, args.repeats or 25), budget_s=args.budget or (0.4 if quick else 3.0),
+        warmup=args.warmup or (2 if quick else 3), repeats=args.repeats or (5 if quick else 100),
+        min_repeats=min(3 if quick else 5, args.repeats or 100), budget_s=args.budget or (0.4 if quick else 3.0),
         device=device,
     )
 
