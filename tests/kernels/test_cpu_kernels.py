@@ -8,7 +8,7 @@ import inspect
 import numpy as np
 import pytest
 import torch
-from kernel_cases import CASES, DTYPES, TOLERANCE, make_inputs, relative_error
+from kernel_cases import CASES, CL, DTYPES, TOLERANCE, make_inputs, relative_error
 
 from normlab.core import functional as F
 from normlab.core.dispatch import reference_only
@@ -32,7 +32,10 @@ def test_fast_path_matches_float64_reference(case, dtype):
     x, w, b = make_inputs(case, dtype)
     result = _forward_backward(case.fast, x, w, b)
     assert result is not None, f"the fast path declined {case.id} in {dtype}"
-    y, g, grads = result
+    _assert_matches_float64(case, dtype, x, w, b, *result)
+
+
+def _assert_matches_float64(case, dtype, x, w, b, y, g, grads):
     assert y.dtype == dtype and y.shape == x.shape
     assert y.is_contiguous(memory_format=case.memory_format), "the output must keep the input's memory format"
     x64, w64 = x.double().requires_grad_(), w.double().requires_grad_()
@@ -45,6 +48,57 @@ def test_fast_path_matches_float64_reference(case, dtype):
     for name, got, want in zip(("input", "weight", "bias"), grads, expected):
         assert got.dtype == dtype and got.shape == want.shape, name
         assert relative_error(got, want) <= grad_tol, f"{name} gradient"
+
+
+SAVED_INPUT_HOOKS = {  # saved-tensor hooks that hand the saved input back in another layout or dtype
+    "unpacked-contiguous": (torch.float32, lambda t: t.contiguous()),
+    "unpacked-channels-last": (torch.float32, lambda t: t.contiguous(memory_format=CL) if t.dim() == 4 else t),
+    "unpacked-as-float32": (torch.bfloat16, lambda t: t.float()),
+}
+
+
+@pytest.mark.parametrize("hook", SAVED_INPUT_HOOKS.values(), ids=SAVED_INPUT_HOOKS.keys())
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_saved_tensor_hooks_that_convert_the_input_still_give_the_right_gradients(case, hook):
+    dtype, unpack = hook
+    x, w, b = make_inputs(case, dtype)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, unpack):
+        result = _forward_backward(case.fast, x, w, b)
+    _assert_matches_float64(case, dtype, x, w, b, *result)
+
+
+def _negative_bit(t):
+    """``t``'s values in a tensor with the negative bit set (a lazy negation of ``-t``), as ``.conj().imag`` makes."""
+    return torch._neg_view(-t)
+
+
+NEGATIVE_BIT = {"input": (True, False), "weight": (False, True)}
+
+
+@pytest.mark.parametrize("which", NEGATIVE_BIT.values(), ids=NEGATIVE_BIT.keys())
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_tensors_with_the_negative_bit_give_their_values(case, which):
+    x, w, b = make_inputs(case, torch.float32)
+    neg_x, neg_w = which
+    result = _forward_backward(case.fast, _negative_bit(x) if neg_x else x, _negative_bit(w) if neg_w else w, b)
+    if result is not None:  # the fast path may decline; what it returns must be right
+        _assert_matches_float64(case, torch.float32, x, w, b, *result)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_gradients_with_the_negative_bit_or_without_memory_are_read_right(case):
+    x, w, b = make_inputs(case, torch.float32)
+    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+    y = case.fast(x, w, b)
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=case.memory_format)
+    grad_x, grad_w = torch.autograd.grad(y, (x, w), _negative_bit(g), retain_graph=True)
+    with reference_only():
+        expected = torch.autograd.grad(case.core(x, w, b), (x, w), g)
+    for got, want in zip((grad_x, grad_w), expected):
+        assert relative_error(got, want) <= TOLERANCE[torch.float32][1]
+    zeros = torch._efficientzerotensor(y.shape, dtype=y.dtype)  # what autograd passes for an unused output
+    for grad in torch.autograd.grad(y, (x, w), zeros):
+        assert not grad.any()
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

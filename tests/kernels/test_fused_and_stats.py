@@ -83,7 +83,7 @@ STATS_CORE = {
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)  # a model moved to bf16: bf16 buffers
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum", "cumulative"])
+@pytest.mark.parametrize("momentum", [0.1, None, torch.tensor(0.1)], ids=["momentum", "cumulative", "tensor"])
 @pytest.mark.parametrize("op", STATS, ids=str)
 def test_running_statistics_move_as_on_the_reference_path(op, momentum, memory_format, dtype):
     buffers = {}

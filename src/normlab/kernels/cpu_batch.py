@@ -73,6 +73,7 @@ class BatchFunction(torch.autograd.Function):
     def forward(ctx: FunctionCtx, x, weight, bias, eps, kind, stats):  # type: ignore[override]
         y = _batch_forward(x, weight, bias, eps, kind, stats)
         ctx.save_for_backward(x, weight, bias)
+        ctx.memory_format = cpu_common.dense_format(x)
         ctx.eps, ctx.kind, ctx.stats = eps, kind, stats
         ctx.set_materialize_grads(False)
         return y
@@ -82,12 +83,12 @@ class BatchFunction(torch.autograd.Function):
         x, weight, bias = ctx.saved_tensors
         if grad_y is None:
             return None, None, None, None, None, None
-        if torch.is_grad_enabled():  # double backward: through the reference path
+        if torch.is_grad_enabled() or not cpu_common.backward_inputs_ok(x, ctx.memory_format, grad_y):
 
-            def reference(x, w, b):
+            def reference(x, w, b):  # (double backward: differentiable)
                 return core.batch_norm(x, None, None, w, b, training=True, eps=ctx.eps)
 
-            grads = cpu_common.differentiable_grads(reference, (x, weight, bias), ctx.needs_input_grad[:3], (grad_y,))
+            grads = cpu_common.reference_grads(reference, (x, weight, bias), ctx.needs_input_grad[:3], (grad_y,))
             return (*grads, None, None, None)
         channels = x.shape[1]
         w = cpu_common.param_tensor(weight, channels, 1.0)

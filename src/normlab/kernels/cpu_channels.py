@@ -56,6 +56,7 @@ class GroupFunction(torch.autograd.Function):
         y = _group_forward(x, weight, bias, groups, eps, center, kind, stats)
         ctx.save_for_backward(x, weight, bias)
         ctx.groups, ctx.eps, ctx.center, ctx.kind, ctx.stats = groups, eps, center, kind, stats
+        ctx.memory_format = cpu_common.dense_format(x)
         ctx.set_materialize_grads(False)
         return y
 
@@ -65,10 +66,10 @@ class GroupFunction(torch.autograd.Function):
         none = (None,) * 5
         if grad_y is None:
             return (None, None, None, *none)
-        if torch.is_grad_enabled():  # double backward: through the reference path
-            reference = _group_reference(ctx.groups, ctx.eps, ctx.center)
+        if torch.is_grad_enabled() or not cpu_common.backward_inputs_ok(x, ctx.memory_format, grad_y):
+            reference = _group_reference(ctx.groups, ctx.eps, ctx.center)  # (double backward: differentiable)
             needs = ctx.needs_input_grad[:3]
-            return (*cpu_common.differentiable_grads(reference, (x, weight, bias), needs, (grad_y,)), *none)
+            return (*cpu_common.reference_grads(reference, (x, weight, bias), needs, (grad_y,)), *none)
         n, c = x.shape[0], x.shape[1]
         w = cpu_common.param_tensor(weight, c, 1.0)
         grad_y = grad_y.contiguous(memory_format=cpu_common.dense_format(x))
@@ -109,18 +110,19 @@ class ColumnFunction(torch.autograd.Function):
     def forward(ctx: FunctionCtx, x, weight, bias, eps, center, stats):  # type: ignore[override]
         y, tile = _column_forward(x, weight, bias, eps, center, stats)
         ctx.save_for_backward(x, weight, bias)
+        ctx.memory_format = torch.contiguous_format
         ctx.eps, ctx.center, ctx.tile, ctx.stats = eps, center, tile, stats
         return y
 
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
         x, weight, bias = ctx.saved_tensors
-        if torch.is_grad_enabled():  # double backward: through the reference path
+        if torch.is_grad_enabled() or not cpu_common.backward_inputs_ok(x, ctx.memory_format, grad_y):
 
-            def reference(x, w, b):
+            def reference(x, w, b):  # (double backward: differentiable)
                 return core.normalize(x, (1,), center=ctx.center, eps=ctx.eps, weight=w, bias=b, param_dim=1)
 
-            grads = cpu_common.differentiable_grads(reference, (x, weight, bias), ctx.needs_input_grad[:3], (grad_y,))
+            grads = cpu_common.reference_grads(reference, (x, weight, bias), ctx.needs_input_grad[:3], (grad_y,))
             return (*grads, None, None, None)
         stats = ctx.stats
         n, c, length = stats.shape[1], x.shape[1], stats.shape[2]

@@ -60,15 +60,36 @@ _is_wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapp
 
 
 def plain_cpu_tensor(x: object) -> bool:
-    """Whether ``x`` is an ordinary strided CPU tensor of a dtype the kernels store."""
+    """Whether ``x`` is an ordinary strided CPU tensor of a dtype the kernels store, with its values at its
+    address (:func:`values_at_address`)."""
     return (
         isinstance(x, Tensor)
         and x.is_cpu
         and x.layout == torch.strided
         and x.dtype in SUPPORTED_DTYPES
+        and values_at_address(x)
         and not has_torch_function((x,))
         and not (_is_wrapped is not None and _is_wrapped(x))
     )
+
+
+def values_at_address(t: Tensor) -> bool:
+    """Whether ``t``'s memory at ``t.data_ptr()`` holds its values, as a kernel entry reads them: not a lazy
+    negation (the negative bit of ``torch._neg_view`` or of ``.conj().imag``) and not a ZeroTensor (no memory)."""
+    return not (t.is_neg() or t._is_zerotensor())
+
+
+def backward_inputs_ok(x: Tensor, memory_format: torch.memory_format, *grads: Tensor | None) -> bool:
+    """Whether a backward kernel can take the saved input ``x`` and the incoming gradients: ``x`` still has the
+    layout the forward's kernel read (``memory_format``) and the gradients' dtype, and all have their values at
+    their address. A saved-tensor hook may hand ``x`` back converted (``save_on_cpu``, casts), and autograd may pass
+    a ZeroTensor; then the reference path computes the gradients."""
+    if not (x.is_contiguous(memory_format=memory_format) and values_at_address(x)):
+        return False
+    for grad in grads:
+        if grad is not None and (grad.dtype != x.dtype or not values_at_address(grad)):
+            return False
+    return True
 
 
 def params_ok(size: int, *params: Tensor | None) -> bool:
@@ -105,9 +126,9 @@ def param_tensor(p: Tensor | None, size: int, fill: float) -> Tensor:
     copy), or a shared tensor of ``size`` copies of ``fill`` when ``p`` is ``None``."""
     if p is None:
         return _constant_tensor(size, fill)
-    if p.dtype == torch.float32 and p.is_contiguous():
+    if p.dtype == torch.float32 and p.is_contiguous() and not p.is_neg():
         return p
-    return p.detach().to(torch.float32).contiguous()
+    return p.detach().resolve_neg().to(torch.float32).contiguous()
 
 
 @functools.lru_cache(maxsize=64)
@@ -177,7 +198,7 @@ def fold_running_stats(running_mean, running_var, stats: np.ndarray, count: int,
         mean, var = torch.from_numpy(stats[0]), torch.from_numpy(stats[1])
         update_running_stats_(running_mean, running_var, mean, var, count, momentum, num_batches_tracked)
         return
-    factor = count_batch_(momentum, num_batches_tracked)
+    factor = float(count_batch_(momentum, num_batches_tracked))  # momentum may be a 0-d tensor or array
     numba_batch.fold_running_stats_at(
         running_mean.data_ptr(), running_var.data_ptr(), KERNEL_SCALAR[running_mean.dtype], stats, factor,
         count / max(count - 1, 1),
@@ -218,24 +239,28 @@ def _raw_apply(function: type[torch.autograd.Function]):
     return super(torch.autograd.Function, function).apply
 
 
-def differentiable_grads(
+def reference_grads(
     reference: Callable[..., Tensor | tuple[Tensor, ...]],
     inputs: Sequence[Tensor | None],
     needs: Sequence[bool],
     grads: Sequence[Tensor | None],
 ) -> tuple[Tensor | None, ...]:
-    """Gradients recomputed through the core's reference path, keeping the graph (``create_graph=True``).
+    """Gradients recomputed through the core's reference path, keeping their graph when grad mode is on.
 
     Used by a kernel's backward when grad mode is on during backward, i.e. for double backward (gradient
-    penalties): the kernels' own backward is not differentiable, the reference path is.
+    penalties: the kernels' own backward is not differentiable, the reference path is), and when
+    :func:`backward_inputs_ok` turns the saved tensors down.
     """
+    create_graph = torch.is_grad_enabled()
+    if not create_graph:  # only the values matter: differentiate fresh leaves
+        inputs = [t.detach().requires_grad_() if need and isinstance(t, Tensor) else t for t, need in zip(inputs, needs)]
     with reference_only(), torch.enable_grad():
         outputs = reference(*inputs)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     pairs = [(o, g) for o, g in zip(outputs, grads) if g is not None]
     wanted = [t for t, need in zip(inputs, needs) if need and isinstance(t, Tensor)]
     found = torch.autograd.grad(
-        [o for o, _ in pairs], wanted, [g for _, g in pairs], create_graph=True, allow_unused=True
+        [o for o, _ in pairs], wanted, [g for _, g in pairs], create_graph=create_graph, allow_unused=True
     )
     it = iter(found)
     return tuple(next(it) if need and isinstance(t, Tensor) else None for t, need in zip(inputs, needs))

@@ -82,11 +82,12 @@ def _backward(x, n, weight, bias, stats, center, grad_y, grad_s):
     return grad_x, param_grad(param_grads[0], weight), param_grad(param_grads[1], bias)
 
 
-def _reference(center: bool, eps: float, n: int, like: Tensor):
-    """The row norm on the core's reference path, for ``like``'s layout (double backward)."""
+def _reference(center: bool, eps: float, n: int, memory_format: torch.memory_format):
+    """The row norm on the core's reference path, for an input the forward saw in ``memory_format`` (whatever
+    layout a saved-tensor hook hands back)."""
 
     def norm(x, weight, bias):
-        if not x.is_contiguous():  # channels-last: normalize over C
+        if memory_format != torch.contiguous_format:  # the channels of a channels-last input: normalize over C
             return core.normalize(x, (1,), center=center, eps=eps, weight=weight, bias=bias, param_dim=1)
         rows = x.reshape(-1, n)
         w = None if weight is None else weight.reshape(n)
@@ -106,15 +107,15 @@ class RowNormFunction(torch.autograd.Function):
         y = _row_forward(x, n, weight, bias, eps, center, stats)
         ctx.save_for_backward(x, weight, bias)
         ctx.eps, ctx.center, ctx.n, ctx.stats = eps, center, n, stats
+        ctx.memory_format = cpu_common.dense_format(x)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
         x, weight, bias = ctx.saved_tensors
-        if torch.is_grad_enabled():  # double backward: go through the differentiable reference path
-            grads = cpu_common.differentiable_grads(
-                _reference(ctx.center, ctx.eps, ctx.n, x), (x, weight, bias), ctx.needs_input_grad[:3], (grad_y,)
-            )
+        if torch.is_grad_enabled() or not cpu_common.backward_inputs_ok(x, ctx.memory_format, grad_y):
+            reference = _reference(ctx.center, ctx.eps, ctx.n, ctx.memory_format)  # (double backward: differentiable)
+            grads = cpu_common.reference_grads(reference, (x, weight, bias), ctx.needs_input_grad[:3], (grad_y,))
         else:
             grads = _backward(x, ctx.n, weight, bias, ctx.stats, ctx.center, grad_y, None)
         return (*grads, None, None, None, None)  # a gradient for an input that needs none is dropped by autograd
@@ -128,6 +129,7 @@ class AddRowNormFunction(torch.autograd.Function):
         y, s = _add_forward(x, residual, n, weight, bias, eps, center, stats)
         ctx.save_for_backward(x, residual, weight, bias, s)
         ctx.eps, ctx.center, ctx.n, ctx.stats = eps, center, n, stats
+        ctx.memory_format = cpu_common.dense_format(x)
         ctx.set_materialize_grads(False)
         return y, s
 
@@ -137,14 +139,14 @@ class AddRowNormFunction(torch.autograd.Function):
         needs = ctx.needs_input_grad[:4]
         if grad_y is None and grad_s is None:
             return (None,) * 8
-        if torch.is_grad_enabled():  # double backward: through the reference path
-            norm = _reference(ctx.center, ctx.eps, ctx.n, x)
+        if torch.is_grad_enabled() or not cpu_common.backward_inputs_ok(s, ctx.memory_format, grad_y, grad_s):
+            norm = _reference(ctx.center, ctx.eps, ctx.n, ctx.memory_format)  # (double backward: differentiable)
 
             def fused(x, r, w, b):
                 total = x + r
                 return norm(total, w, b), total
 
-            grads = cpu_common.differentiable_grads(fused, (x, residual, weight, bias), needs, (grad_y, grad_s))
+            grads = cpu_common.reference_grads(fused, (x, residual, weight, bias), needs, (grad_y, grad_s))
             return (*grads, None, None, None, None)
         if grad_y is None:
             return grad_s if needs[0] else None, grad_s if needs[1] else None, *(None,) * 6
