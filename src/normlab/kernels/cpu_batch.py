@@ -92,7 +92,7 @@ class BatchFunction(torch.autograd.Function):
             return (*grads, None, None, None)
         channels = x.shape[1]
         w = cpu_common.param_tensor(weight, channels, 1.0)
-        grad_y = grad_y.contiguous(memory_format=cpu_common.dense_format(x))
+        grad_y = grad_y.contiguous(memory_format=ctx.memory_format)
         grad_x = buffers.empty_like_dense(x)
         param_grads = np.empty((2, channels), np.float32)
         numba_batch.batch_backward_at(

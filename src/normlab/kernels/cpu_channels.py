@@ -72,7 +72,7 @@ class GroupFunction(torch.autograd.Function):
             return (*cpu_common.reference_grads(reference, (x, weight, bias), needs, (grad_y,)), *none)
         n, c = x.shape[0], x.shape[1]
         w = cpu_common.param_tensor(weight, c, 1.0)
-        grad_y = grad_y.contiguous(memory_format=cpu_common.dense_format(x))
+        grad_y = grad_y.contiguous(memory_format=ctx.memory_format)
         grad_x = buffers.empty_like_dense(x)
         param_grads = np.empty((2, c), np.float32)
         cpu_common.threads(x.numel())

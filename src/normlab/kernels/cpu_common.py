@@ -38,7 +38,7 @@ from torch.overrides import has_torch_function
 from normlab.core.dispatch import reference_only
 from normlab.core.stats import count_batch_, update_running_stats_
 from normlab.kernels import numba_batch
-from normlab.kernels.storage import KERNEL_SCALAR, KERNEL_VIEW, float32_array
+from normlab.kernels.storage import KERNEL_SCALAR, KERNEL_VIEW
 
 SUPPORTED_DTYPES = tuple(KERNEL_VIEW)
 
@@ -106,21 +106,6 @@ def params_ok(size: int, *params: Tensor | None) -> bool:
     return True
 
 
-def param_array(p: Tensor | None, size: int, fill: float) -> np.ndarray:
-    """``p`` as the contiguous float32 NumPy vector a kernel takes, or ``size`` copies of ``fill`` when ``p`` is
-    ``None`` (kernels only read it: the constants are shared)."""
-    if p is None:
-        return _constant(size, fill)
-    if p.dtype == torch.float32 and p.dim() == 1 and p.is_contiguous():  # the usual parameter: no copy
-        return p.detach().numpy()
-    return float32_array(p)
-
-
-@functools.lru_cache(maxsize=64)
-def _constant(size: int, fill: float) -> np.ndarray:
-    return np.full(size, fill, dtype=np.float32)
-
-
 def param_tensor(p: Tensor | None, size: int, fill: float) -> Tensor:
     """``p`` as a contiguous float32 tensor, whose address a kernel entry reads (``p`` itself when it is one: no
     copy), or a shared tensor of ``size`` copies of ``fill`` when ``p`` is ``None``."""
@@ -134,6 +119,12 @@ def param_tensor(p: Tensor | None, size: int, fill: float) -> Tensor:
 @functools.lru_cache(maxsize=64)
 def _constant_tensor(size: int, fill: float) -> Tensor:
     return torch.full((size,), fill, dtype=torch.float32)
+
+
+def param_array(p: Tensor | None, size: int, fill: float) -> np.ndarray:
+    """:func:`param_tensor` as a float32 NumPy vector of ``size`` values (no copy when ``p`` is already one), for
+    the few per-channel values the glue computes with NumPy. Only read it: the constants are shared."""
+    return param_tensor(p, size, fill).detach().numpy().reshape(-1)
 
 
 def needs_grad(*tensors: Tensor | None) -> bool:

@@ -65,9 +65,9 @@ def _add_forward(x, residual, n, weight, bias, eps, center, stats):
     return y, s
 
 
-def _backward(x, n, weight, bias, stats, center, grad_y, grad_s):
-    """``(grad_x, grad_w, grad_b)`` of the row norm of ``x`` (``grad_s``: the gradient of the fused ops' sum)."""
-    layout = cpu_common.dense_format(x)
+def _backward(x, n, weight, bias, stats, center, layout, grad_y, grad_s):
+    """``(grad_x, grad_w, grad_b)`` of the row norm of ``x``, laid out as ``layout`` (``grad_s``: the gradient of the
+    fused ops' sum)."""
     grad_y = grad_y.contiguous(memory_format=layout)
     grad_s = None if grad_s is None else grad_s.contiguous(memory_format=layout)
     rows = stats.shape[1]
@@ -117,7 +117,7 @@ class RowNormFunction(torch.autograd.Function):
             reference = _reference(ctx.center, ctx.eps, ctx.n, ctx.memory_format)  # (double backward: differentiable)
             grads = cpu_common.reference_grads(reference, (x, weight, bias), ctx.needs_input_grad[:3], (grad_y,))
         else:
-            grads = _backward(x, ctx.n, weight, bias, ctx.stats, ctx.center, grad_y, None)
+            grads = _backward(x, ctx.n, weight, bias, ctx.stats, ctx.center, ctx.memory_format, grad_y, None)
         return (*grads, None, None, None, None)  # a gradient for an input that needs none is dropped by autograd
 
 
@@ -150,7 +150,8 @@ class AddRowNormFunction(torch.autograd.Function):
             return (*grads, None, None, None, None)
         if grad_y is None:
             return grad_s if needs[0] else None, grad_s if needs[1] else None, *(None,) * 6
-        grad_x, grad_w, grad_b = _backward(s, ctx.n, weight, bias, ctx.stats, ctx.center, grad_y, grad_s)
+        grad_x, grad_w, grad_b = _backward(s, ctx.n, weight, bias, ctx.stats, ctx.center, ctx.memory_format, grad_y,
+                                           grad_s)
         # x and residual get the same gradient, each as a view of it (as torch's own graph for
         # ``x.view(...) + residual.view(...)`` gives), so autograd need not copy it for a second leaf.
         return (

@@ -40,18 +40,3 @@ def as_kernel_array(t: Tensor) -> np.ndarray:
         t = t.detach()
     return (t if view is None else t.view(view)).numpy()
 
-
-def float32_array(t: Tensor) -> np.ndarray:
-    """A contiguous 1-D float32 NumPy copy of a small tensor of a supported dtype (no copy for a contiguous
-    float32 tensor); converted with NumPy, which is cheaper than torch ops for a few values.
-
-    Examples:
-        >>> float32_array(torch.tensor([[1.5], [-2.0]], dtype=torch.bfloat16)).tolist()
-        [1.5, -2.0]
-    """
-    a = as_kernel_array(t).reshape(-1)
-    if a.dtype == np.uint16:  # bfloat16: the upper half of a float32
-        return (a.astype(np.uint32) << 16).view(np.float32)
-    if a.dtype == np.int16:
-        return a.view(np.float16).astype(np.float32)
-    return np.ascontiguousarray(a)
