@@ -13,12 +13,14 @@ call the fast paths at all.
 :mod:`~normlab.kernels.numba_memory`), :func:`params_ok` checks an ``nn.Parameter`` with fewer calls,
 :func:`threads` tells Numba only about a change, and :func:`apply` skips ``Function.apply``'s Python layer.
 
-**Two thread pools.** torch runs its own OpenMP runtime; Numba's ``omp`` threading layer loads the system's.
-An OpenMP worker spins for a while after each parallel region, so with both pools active each steals cores
-from the other right after a switch (measured here: an 8192×1024 copy took 8–12 ms instead of 2 ms when
-interleaved with the kernels). Numba's pool is therefore started with ``OMP_WAIT_POLICY=PASSIVE`` — its
-workers sleep between kernels — unless the user set a policy; the variable is restored at once, so torch and
-child processes see the environment unchanged.
+**One thread team, usually.** Numba's ``omp`` threading layer calls libgomp's ``GOMP_parallel``. torch's wheel ships
+its own libgomp under the same soname and loads it first (normlab imports torch before Numba), so the dynamic
+linker binds Numba's calls to torch's copy: the kernels run on torch's thread team, under the wait policy torch's
+libgomp read at import (``benchmarks/parallel_region.py`` shows both). Where Numba gets an OpenMP runtime of its
+own (a torch built against another one), the two teams' workers would spin after each parallel region and steal
+cores from each other right after a switch; for that case Numba's pool is started with
+``OMP_WAIT_POLICY=PASSIVE`` — its workers sleep between kernels — unless the user set a policy; the variable is
+restored at once, so torch and child processes see the environment unchanged.
 """
 
 from __future__ import annotations
@@ -44,12 +46,13 @@ SUPPORTED_DTYPES = tuple(KERNEL_VIEW)
 
 
 def _start_numba_threads() -> None:
-    """Start Numba's thread pool with passive (sleeping) workers; see the module doc."""
+    """Start Numba's threading layer; an OpenMP runtime of its own starts with passive (sleeping) workers (torch's,
+    which Numba usually shares, read its policy when torch was imported); see the module doc."""
     previous = os.environ.get("OMP_WAIT_POLICY")
     if previous is None:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
-        numba.get_num_threads()  # loads the threading layer, whose OpenMP runtime reads the policy now
+        numba.get_num_threads()  # loads the threading layer; a runtime loaded now reads the policy
     finally:
         if previous is None:
             os.environ.pop("OMP_WAIT_POLICY", None)
