@@ -52,16 +52,16 @@ def _batch_forward(x: Tensor, weight, bias, eps: float, kind: str, stats: np.nda
     channels = x.shape[1]
     w, b = cpu_common.param_tensor(weight, channels, 1.0), cpu_common.param_tensor(bias, channels, 0.0)
     y = buffers.empty_like_dense(x)
-    chunks = _chunks(x, channels)
     numba_batch.batch_forward_at(
-        x.data_ptr(), y.data_ptr(), *_sizes(x, kind), w.data_ptr(), b.data_ptr(), eps, chunks, _block_rows(channels),
-        stats,
+        x.data_ptr(), y.data_ptr(), *_sizes(x, kind), w.data_ptr(), b.data_ptr(), eps, _workers(x, channels),
+        _block_rows(channels), stats,
     )
     return y
 
 
-def _chunks(x: Tensor, channels: int) -> int:
-    """Threads for ``x``, and row chunks for the channels-last kernels (at most one per row)."""
+def _workers(x: Tensor, channels: int) -> int:
+    """Threads for ``x`` (:func:`~normlab.kernels.cpu_common.threads`), at most one per row of the channels-last
+    view."""
     return min(cpu_common.threads(x.numel()), x.numel() // channels)
 
 
@@ -97,7 +97,7 @@ class BatchFunction(torch.autograd.Function):
         param_grads = np.empty((2, channels), np.float32)
         numba_batch.batch_backward_at(
             x.data_ptr(), grad_y.data_ptr(), grad_x.data_ptr(), *_sizes(x, ctx.kind), w.data_ptr(), ctx.stats,
-            ctx.eps, _chunks(x, channels), param_grads,
+            ctx.eps, _workers(x, channels), param_grads,
         )
         # a gradient for an input that needs none is dropped by autograd
         grad_w, grad_b = cpu_common.param_grad(param_grads[0], weight), cpu_common.param_grad(param_grads[1], bias)
@@ -112,7 +112,7 @@ def _evaluate(kind: str, x: Tensor, running_mean, running_var, weight, bias, eps
              * scale).astype(np.float32)
     scale = scale.astype(np.float32)
     y = buffers.empty_like_dense(x)
-    numba_batch.channel_affine_at(x.data_ptr(), y.data_ptr(), *_sizes(x, kind), scale, shift, _chunks(x, channels))
+    numba_batch.channel_affine_at(x.data_ptr(), y.data_ptr(), *_sizes(x, kind), scale, shift, _workers(x, channels))
     return y
 
 

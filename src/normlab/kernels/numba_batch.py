@@ -14,8 +14,10 @@ a block of rows) in one pass about a shift — the block's first value — and t
 about its mean. Blocks are merged with Chan et al.'s pairwise update :math:`M_2 = M_2^a + M_2^b + \delta^2
 n_a n_b / n` (*Updating formulae and a pairwise algorithm for computing sample variances*, 1979), so the
 variance is never negative and stays accurate on large offsets. Channels-first runs one ``prange`` task per
-channel (its planes stay in L2 between the statistics and the write); channels-last splits the rows into chunks
-whose partial statistics the caller merges (:func:`merge_partials`).
+channel (its planes stay in L2 between the statistics and the write). Channels-last splits the rows into ranges
+and runs each pass as one parallel region of two phases (:mod:`~normlab.kernels.numba_sync`): the ranges' partial
+statistics, merged in range order (:func:`merge_partials`), then the write; so the result does not depend on
+which thread took which range.
 
 Backward (training), with :math:`a_c = \sum \partial_y (x-\mu_c)` and :math:`b_c = \sum\partial_y`:
 :math:`\partial\gamma_c = a_c r_c`, :math:`\partial\beta_c = b_c` and
@@ -40,6 +42,7 @@ from normlab.kernels.numba_reduce import (
     add_column_square_sums,
     shifted_variance,
 )
+from normlab.kernels.numba_sync import claim, wait_for
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -118,142 +121,185 @@ def batch_backward_first(x, grad_y, weight, mean, var, eps, grad_x, grad_w, grad
                 dc[j] = store(load(gc[j]) * k_g + (load(xc[j]) - m) * k_x + k_0, like)
 
 
-@njit(fastmath=FASTMATH, cache=True)
-def batch_forward_last(x, weight, bias, eps, chunks, block, y, mean, var):
-    """Channels-last rows ``x`` ``(R, C)`` → ``y``, with the batch ``mean`` and biased ``var`` per channel.
+@njit(cache=True, inline="always")
+def row_tasks(rows, workers):
+    """Row ranges per phase of a channels-last pass: four per thread (a late thread takes fewer), at most one per
+    row."""
+    return min(rows, 4 * workers)
 
-    The rows are split into ``chunks`` whose statistics :func:`chunk_stats_last` gathers in parallel; they are
-    merged here (Chan et al.), and a second parallel pass applies the per-channel affine map.
-    """
-    channels = x.shape[1]
-    part_count = np.zeros(chunks)
-    part_mean = np.zeros((chunks, channels))
-    part_m2 = np.zeros((chunks, channels))
-    chunk_stats_last(x, chunks, block, part_count, part_mean, part_m2)
-    total = 0.0
+
+@njit(fastmath=FASTMATH, cache=True)
+def batch_forward_last(x, weight, bias, eps, workers, block, y, mean, var):
+    """Channels-last rows ``x`` ``(R, C)`` → ``y``, with the batch ``mean`` and biased ``var`` per channel, in one
+    parallel region on ``workers`` threads (:func:`forward_rows_region`)."""
+    rows, channels = x.shape
+    tasks = row_tasks(rows, workers)
+    part_count = np.zeros(tasks)
+    part_mean = np.zeros((tasks, channels))
+    part_m2 = np.zeros((tasks, channels))
+    forward_rows_region(x, weight, bias, eps, workers, tasks, block, y, part_count, part_mean, part_m2,
+                        np.zeros(3, np.int64))
     m = np.zeros(channels)
     m2 = np.zeros(channels)
-    for t in range(chunks):  # merge the chunks (Chan et al.)
+    total = merge_partials(part_count, part_mean, part_m2, m, m2)
+    for c in range(channels):
+        mean[c] = m[c]
+        var[c] = m2[c] / total
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def forward_rows_region(x, weight, bias, eps, workers, tasks, block, y, part_count, part_mean, part_m2, counters):
+    """The forward's parallel region (:mod:`~normlab.kernels.numba_sync`): phase one gathers each of ``tasks``
+    row ranges' count, mean and sum of squared deviations (:func:`range_stats_last`) into ``part_*``; once all are
+    in, every thread merges them (:func:`merge_partials`) and phase two writes ``y``, range by range. ``counters``:
+    three zeros (phase-one claims, phase-one done, phase-two claims). Each parallel loop lives in its own
+    function: measured here, Numba ran a ``prange`` 1.5× slower when the same function also held serial code."""
+    rows, channels = x.shape
+    per_task = (rows + tasks - 1) // tasks
+    like = y[0, 0]
+    for _ in prange(workers):
+        t = claim(counters, 0)
+        while t < tasks:
+            stop = min(rows, (t + 1) * per_task)
+            part_count[t] = range_stats_last(x[t * per_task:stop], block, part_mean[t], part_m2[t])
+            claim(counters, 1)
+            t = claim(counters, 0)
+        wait_for(counters, 1, tasks)
+        m = np.zeros(channels)
+        m2 = np.zeros(channels)
+        total = merge_partials(part_count, part_mean, part_m2, m, m2)
+        scale = np.empty(channels, np.float32)
+        shift = np.empty(channels, np.float32)
+        for c in range(channels):
+            scale[c] = weight[c] / np.sqrt(m2[c] / total + eps)
+            shift[c] = bias[c] - m[c] * scale[c]
+        t = claim(counters, 2)
+        while t < tasks:
+            for i in range(t * per_task, min(rows, (t + 1) * per_task)):
+                xi = x[i]
+                yi = y[i]
+                for c in range(channels):
+                    yi[c] = store(load(xi[c]) * scale[c] + shift[c], like)
+            t = claim(counters, 2)
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def range_stats_last(x, block, m, m2):
+    """Count, and into ``m``, ``m2`` the mean and sum of squared deviations per channel, of the rows ``x``
+    ``(R, C)``, gathered ``block`` rows at a time (one pass about the block's first row, a second about the block
+    mean when that shift was an outlier) and merged (Chan et al.); returns the count."""
+    rows, channels = x.shape
+    sums = np.empty(channels, np.float32)
+    sq = np.empty(channels, np.float32)
+    shift = np.empty(channels, np.float32)
+    count = 0.0
+    for start in range(0, rows, block):
+        end = min(rows, start + block)
+        size = end - start
+        block_x = x[start:end]
+        for c in range(channels):
+            shift[c] = load(block_x[0, c])
+        sums[:] = 0.0
+        sq[:] = 0.0
+        add_column_shifted_sums(block_x, shift, sums, sq)
+        exact = True
+        for c in range(channels):
+            offset, v_c, ok = shifted_variance(sums[c], sq[c], np.float32(size))
+            exact = exact and ok
+            sums[c] = shift[c] + offset  # now the block mean
+            sq[c] = v_c * size
+        if not exact:  # a shift was an outlier: a second pass about the block means
+            sq[:] = 0.0
+            add_column_square_sums(block_x, sums, sq)
+        merged = count + size
+        for c in range(channels):
+            delta = sums[c] - m[c]
+            m[c] += delta * size / merged
+            m2[c] += sq[c] + delta * delta * count * size / merged
+        count = merged
+    return count
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def merge_partials(part_count, part_mean, part_m2, m, m2):
+    """Merge per-range counts, means and sums of squared deviations, in range order (Chan et al.), into ``m`` and
+    ``m2`` (zeros on entry); returns the total count."""
+    total = 0.0
+    for t in range(part_count.shape[0]):
         n_b = part_count[t]
         if n_b == 0:
             continue
         merged = total + n_b
-        for c in range(channels):
+        for c in range(m.shape[0]):
             delta = part_mean[t, c] - m[c]
             m[c] += delta * n_b / merged
             m2[c] += part_m2[t, c] + delta * delta * total * n_b / merged
         total = merged
-    scale = np.empty(channels, np.float32)
-    shift_c = np.empty(channels, np.float32)
-    for c in range(channels):
-        v = m2[c] / total
-        mean[c] = m[c]
-        var[c] = v
-        scale[c] = weight[c] / np.sqrt(v + eps)
-        shift_c[c] = bias[c] - m[c] * scale[c]
-    channel_affine_last(x, scale, shift_c, chunks, y)
-
-
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def chunk_stats_last(x, chunks, block, part_count, part_mean, part_m2):
-    """Per-chunk count, mean and sum of squared deviations of channels-last rows ``x`` ``(R, C)``.
-
-    Each of the ``chunks`` row ranges gathers statistics ``block`` rows at a time (one pass about the block's
-    first row, a second pass about the block mean when that shift was an outlier) and merges them (Chan et al.).
-    Each parallel loop lives in its own function: measured here, Numba ran a ``prange`` 1.5× slower when the same
-    function also held the serial code around it.
-    """
-    rows, channels = x.shape
-    per_chunk = (rows + chunks - 1) // chunks
-    for t in prange(chunks):
-        m = part_mean[t]
-        m2 = part_m2[t]
-        sums = np.empty(channels, np.float32)
-        sq = np.empty(channels, np.float32)
-        shift = np.empty(channels, np.float32)
-        count = 0.0
-        stop = min(rows, (t + 1) * per_chunk)
-        for start in range(t * per_chunk, stop, block):
-            end = min(stop, start + block)
-            size = end - start
-            block_x = x[start:end]
-            for c in range(channels):
-                shift[c] = load(block_x[0, c])
-            sums[:] = 0.0
-            sq[:] = 0.0
-            add_column_shifted_sums(block_x, shift, sums, sq)
-            exact = True
-            for c in range(channels):
-                offset, v_c, ok = shifted_variance(sums[c], sq[c], np.float32(size))
-                exact = exact and ok
-                sums[c] = shift[c] + offset  # now the block mean
-                sq[c] = v_c * size
-            if not exact:  # a shift was an outlier: a second pass about the block means
-                sq[:] = 0.0
-                add_column_square_sums(block_x, sums, sq)
-            merged = count + size
-            for c in range(channels):
-                delta = sums[c] - m[c]
-                m[c] += delta * size / merged
-                m2[c] += sq[c] + delta * delta * count * size / merged
-            count = merged
-        part_count[t] = count
+    return total
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def batch_backward_last(x, grad_y, weight, mean, var, eps, chunks, grad_x, grad_w, grad_b):
-    """Channels-last training backward over rows ``(R, C)``: ``grad_x``, and ``grad_w``, ``grad_b`` ``(C,)``.
-
-    A parallel pass (:func:`chunk_grad_sums_last`) sums ``grad_y * (x - mean)`` and ``grad_y`` per channel and
-    chunk; after the chunks are added up, a second parallel pass (:func:`grad_apply_last`) writes
-    ``grad_x = grad_y k_g + (x - mean) k_x + k_0``.
-    """
+def batch_backward_last(x, grad_y, weight, mean, var, eps, workers, grad_x, grad_w, grad_b):
+    """Channels-last training backward over rows ``(R, C)``: ``grad_x``, and ``grad_w``, ``grad_b`` ``(C,)``, in one
+    parallel region on ``workers`` threads (:func:`backward_rows_region`)."""
     rows, channels = x.shape
-    part_a = np.zeros((chunks, channels), np.float32)
-    part_b = np.zeros((chunks, channels), np.float32)
-    chunk_grad_sums_last(x, grad_y, mean, chunks, part_a, part_b)
-    inv_m = np.float32(1.0 / rows)
-    k_g = np.empty(channels, np.float32)
-    k_x = np.empty(channels, np.float32)
-    k_0 = np.empty(channels, np.float32)
+    tasks = row_tasks(rows, workers)
+    part_a = np.zeros((tasks, channels), np.float32)
+    part_b = np.zeros((tasks, channels), np.float32)
+    backward_rows_region(x, grad_y, weight, mean, var, eps, workers, tasks, grad_x, part_a, part_b,
+                         np.zeros(3, np.int64))
     for c in range(channels):
-        a = np.float32(0.0)
-        b = np.float32(0.0)
-        for t in range(chunks):
-            a += part_a[t, c]
-            b += part_b[t, c]
-        r = np.float32(1.0) / np.sqrt(var[c] + eps)
-        grad_w[c] = a * r
+        a, b = channel_sums(part_a, part_b, c)
+        grad_w[c] = a / np.sqrt(var[c] + eps)
         grad_b[c] = b
-        k_g[c] = r * weight[c]
-        k_x[c] = -k_g[c] * r * r * a * inv_m
-        k_0[c] = -k_g[c] * b * inv_m
-    grad_apply_last(x, grad_y, mean, k_g, k_x, k_0, chunks, grad_x)
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def channel_sums(part_a, part_b, c):
+    """Channel ``c``'s totals of the per-range gradient sums ``part_a``, ``part_b`` ``(ranges, C)``."""
+    a = np.float32(0.0)
+    b = np.float32(0.0)
+    for t in range(part_a.shape[0]):
+        a += part_a[t, c]
+        b += part_b[t, c]
+    return a, b
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def chunk_grad_sums_last(x, grad_y, mean, chunks, part_a, part_b):
-    """``part_a[t, c] = sum grad_y (x - mean)`` and ``part_b[t, c] = sum grad_y`` over chunk ``t``'s rows."""
-    rows = x.shape[0]
-    per_chunk = (rows + chunks - 1) // chunks
-    for t in prange(chunks):
-        stop = min(rows, (t + 1) * per_chunk)
-        add_column_grad_sums(x[t * per_chunk:stop], grad_y[t * per_chunk:stop], mean, part_a[t], part_b[t])
-
-
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def grad_apply_last(x, grad_y, mean, k_g, k_x, k_0, chunks, grad_x):
-    """``grad_x = grad_y k_g + (x - mean) k_x + k_0`` per channel over channels-last rows ``(R, C)``."""
+def backward_rows_region(x, grad_y, weight, mean, var, eps, workers, tasks, grad_x, part_a, part_b, counters):
+    """The backward's parallel region: phase one sums ``grad_y * (x - mean)`` and ``grad_y`` per channel over each
+    of ``tasks`` row ranges into ``part_a``, ``part_b``; once all are in, every thread adds them up in range order
+    and phase two writes ``grad_x = grad_y k_g + (x - mean) k_x + k_0``, range by range."""
     rows, channels = x.shape
-    per_chunk = (rows + chunks - 1) // chunks
+    per_task = (rows + tasks - 1) // tasks
+    inv_m = np.float32(1.0 / rows)
     like = grad_x[0, 0]
-    for t in prange(chunks):
-        for i in range(t * per_chunk, min(rows, (t + 1) * per_chunk)):
-            xi = x[i]
-            gi = grad_y[i]
-            di = grad_x[i]
-            for c in range(channels):
-                di[c] = store(load(gi[c]) * k_g[c] + (load(xi[c]) - mean[c]) * k_x[c] + k_0[c], like)
+    for _ in prange(workers):
+        t = claim(counters, 0)
+        while t < tasks:
+            stop = min(rows, (t + 1) * per_task)
+            add_column_grad_sums(x[t * per_task:stop], grad_y[t * per_task:stop], mean, part_a[t], part_b[t])
+            claim(counters, 1)
+            t = claim(counters, 0)
+        wait_for(counters, 1, tasks)
+        k_g = np.empty(channels, np.float32)
+        k_x = np.empty(channels, np.float32)
+        k_0 = np.empty(channels, np.float32)
+        for c in range(channels):
+            a, b = channel_sums(part_a, part_b, c)
+            inv_std = np.float32(1.0) / np.sqrt(var[c] + eps)
+            k_g[c] = inv_std * weight[c]
+            k_x[c] = -k_g[c] * inv_std * inv_std * a * inv_m
+            k_0[c] = -k_g[c] * b * inv_m
+        t = claim(counters, 2)
+        while t < tasks:
+            for i in range(t * per_task, min(rows, (t + 1) * per_task)):
+                xi = x[i]
+                gi = grad_y[i]
+                di = grad_x[i]
+                for c in range(channels):
+                    di[c] = store(load(gi[c]) * k_g[c] + (load(xi[c]) - mean[c]) * k_x[c] + k_0[c], like)
+            t = claim(counters, 2)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -301,14 +347,14 @@ def fold_running_stats(running_mean, running_var, mean, var, factor, unbias):
 
 
 @njit(cache=True)
-def batch_forward_at(x_at, y_at, like, n, c, length, rows, weight_at, bias_at, eps, chunks, block, stats):
+def batch_forward_at(x_at, y_at, like, n, c, length, rows, weight_at, bias_at, eps, workers, block, stats):
     """:func:`batch_forward_last` (``rows``) or :func:`batch_forward_first` on the memory at the addresses
     ``x_at``, ``y_at`` (``like``'s type) and ``weight_at``, ``bias_at`` (``C`` float32 values); ``stats``
     ``(2, C)`` receives the batch mean and biased variance."""
     weight, bias = array_at(weight_at, (c,), np.float32(0)), array_at(bias_at, (c,), np.float32(0))
     if rows:
         shape = (n * length, c)
-        batch_forward_last(array_at(x_at, shape, like), weight, bias, np.float32(eps), chunks, block,
+        batch_forward_last(array_at(x_at, shape, like), weight, bias, np.float32(eps), workers, block,
                            array_at(y_at, shape, like), stats[0], stats[1])
     else:
         shape3 = (n, c, length)
@@ -317,7 +363,7 @@ def batch_forward_at(x_at, y_at, like, n, c, length, rows, weight_at, bias_at, e
 
 
 @njit(cache=True)
-def batch_backward_at(x_at, grad_y_at, grad_x_at, like, n, c, length, rows, weight_at, stats, eps, chunks,
+def batch_backward_at(x_at, grad_y_at, grad_x_at, like, n, c, length, rows, weight_at, stats, eps, workers,
                       param_grads):
     """:func:`batch_backward_last` (``rows``) or :func:`batch_backward_first` on memory at addresses;
     ``param_grads`` ``(2, C)`` receives the weight and bias gradients."""
@@ -325,7 +371,7 @@ def batch_backward_at(x_at, grad_y_at, grad_x_at, like, n, c, length, rows, weig
     if rows:
         shape = (n * length, c)
         batch_backward_last(array_at(x_at, shape, like), array_at(grad_y_at, shape, like), weight, stats[0],
-                            stats[1], np.float32(eps), chunks, array_at(grad_x_at, shape, like), param_grads[0],
+                            stats[1], np.float32(eps), workers, array_at(grad_x_at, shape, like), param_grads[0],
                             param_grads[1])
     else:
         shape3 = (n, c, length)
