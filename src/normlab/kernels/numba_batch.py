@@ -15,9 +15,9 @@ about its mean. Blocks are merged with Chan et al.'s pairwise update :math:`M_2 
 n_a n_b / n` (*Updating formulae and a pairwise algorithm for computing sample variances*, 1979), so the
 variance is never negative and stays accurate on large offsets. Channels-first runs one ``prange`` task per
 channel (its planes stay in L2 between the statistics and the write). Channels-last splits the rows into ranges
-and runs each pass as one parallel region of two phases (:mod:`~normlab.kernels.numba_sync`): the ranges' partial
-statistics, merged in range order (:func:`merge_partials`), then the write; so the result does not depend on
-which thread took which range.
+and runs each pass as one parallel region of two phases (:mod:`~normlab.kernels.numba_sync`): the ranges'
+partial statistics, merged in range order (:func:`merge_partials`), then the write; so the result does not
+depend on which thread took which range.
 
 Backward (training), with :math:`a_c = \sum \partial_y (x-\mu_c)` and :math:`b_c = \sum\partial_y`:
 :math:`\partial\gamma_c = a_c r_c`, :math:`\partial\beta_c = b_c` and
@@ -40,85 +40,75 @@ from normlab.kernels.numba_reduce import (
     add_column_grad_sums,
     add_column_shifted_sums,
     add_column_square_sums,
+    add_grad_sums,
+    add_shifted_sums,
     shifted_variance,
+    write_affine,
+    write_input_grad,
 )
 from normlab.kernels.numba_sync import claim, wait_for
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def batch_forward_first(x, weight, bias, eps, y, mean, var):
-    """Channels-first ``x`` ``(N, C, L)`` → ``y``, with the batch ``mean`` and biased ``var`` per channel."""
-    n_samples, channels, length = x.shape
+    """Channels-first ``x`` ``(N, C, L)`` → ``y``, with the batch ``mean`` and biased ``var`` per channel; one
+    ``prange`` task per channel (:func:`_normalize_channel`)."""
+    for c in prange(x.shape[1]):
+        mean[c], var[c] = _normalize_channel(x, c, weight[c], bias[c], eps, y)
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _normalize_channel(x, c, weight, bias, eps, y):
+    """Channel ``c`` of ``x`` ``(N, C, L)`` into ``y``, with the scalar ``weight`` and ``bias``; returns its mean and
+    biased variance. Each plane's statistics take one pass about a shift, a second about the plane's mean if the
+    shift was an outlier; the planes are merged (Chan et al.)."""
+    n_samples, length = x.shape[0], x.shape[2]
     plane_count = np.float32(length)
-    like = y[0, 0, 0]
-    for c in prange(channels):
-        count = 0.0
-        m = 0.0
-        m2 = 0.0
-        for n in range(n_samples):
-            xc = x[n, c]
-            k = load(xc[0])  # one pass about a shift; a second about the mean if the shift was an outlier
-            s = np.float32(0.0)
-            q = np.float32(0.0)
-            for j in range(length):
-                d = load(xc[j]) - k
-                s += d
-                q += d * d
-            offset, v_plane, exact = shifted_variance(s, q, plane_count)
-            plane_mean = k + offset
-            sq = v_plane * plane_count
-            if not exact:
-                sq = np.float32(0.0)
-                for j in range(length):
-                    d = load(xc[j]) - plane_mean
-                    sq += d * d
-            merged = count + length
-            delta = plane_mean - m
-            m += delta * length / merged
-            m2 += sq + delta * delta * count * length / merged
-            count = merged
-        v = m2 / count
-        mean[c] = m
-        var[c] = v
-        scale = np.float32(weight[c] / np.sqrt(v + eps))
-        shift = np.float32(bias[c] - m * scale)
-        for n in range(n_samples):
-            xc = x[n, c]
-            yc = y[n, c]
-            for j in range(length):
-                yc[j] = store(load(xc[j]) * scale + shift, like)
+    count = 0.0
+    m = 0.0
+    m2 = 0.0
+    for n in range(n_samples):
+        xc = x[n, c]
+        k = load(xc[0])
+        s, q = add_shifted_sums(xc, k, np.float32(0.0), np.float32(0.0))
+        offset, v_plane, exact = shifted_variance(s, q, plane_count)
+        plane_mean = k + offset
+        sq = v_plane * plane_count
+        if not exact:
+            sq = add_shifted_sums(xc, plane_mean, np.float32(0.0), np.float32(0.0))[1]
+        merged = count + length
+        delta = plane_mean - m
+        m += delta * length / merged
+        m2 += sq + delta * delta * count * length / merged
+        count = merged
+    v = m2 / count
+    scale = np.float32(weight / np.sqrt(v + eps))
+    shift = np.float32(bias - m * scale)
+    for n in range(n_samples):
+        write_affine(x[n, c], scale, shift, y[n, c])
+    return m, v
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def batch_backward_first(x, grad_y, weight, mean, var, eps, grad_x, grad_w, grad_b):
     """Channels-first training backward: ``grad_x`` ``(N, C, L)``, ``grad_w`` and ``grad_b`` ``(C,)``; ``mean`` and
-    ``var`` as the forward wrote them."""
+    ``var`` as the forward wrote them; one ``prange`` task per channel."""
     n_samples, channels, length = x.shape
     inv_m = np.float32(1.0 / (n_samples * length))
-    like = grad_x[0, 0, 0]
     for c in prange(channels):
         m = mean[c]
         r = np.float32(1.0) / np.sqrt(var[c] + eps)
         a = np.float32(0.0)
         b = np.float32(0.0)
         for n in range(n_samples):
-            xc = x[n, c]
-            gc = grad_y[n, c]
-            for j in range(length):
-                gv = load(gc[j])
-                a += gv * (load(xc[j]) - m)
-                b += gv
+            a, b = add_grad_sums(x[n, c], grad_y[n, c], m, a, b)
         grad_w[c] = a * r
         grad_b[c] = b
         k_g = r * weight[c]
         k_x = -k_g * r * r * a * inv_m
         k_0 = -k_g * b * inv_m
         for n in range(n_samples):
-            xc = x[n, c]
-            gc = grad_y[n, c]
-            dc = grad_x[n, c]
-            for j in range(length):
-                dc[j] = store(load(gc[j]) * k_g + (load(xc[j]) - m) * k_x + k_0, like)
+            write_input_grad(x[n, c], grad_y[n, c], m, k_g, k_x, k_0, grad_x[n, c])
 
 
 @njit(cache=True, inline="always")
@@ -319,17 +309,11 @@ def channel_affine_last(x, scale, shift, chunks, y):
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def channel_affine_first(x, scale, shift, y):
     """``y = x * scale + shift`` per channel over channels-first ``(N, C, L)``."""
-    n_samples, channels, length = x.shape
-    like = y[0, 0, 0]
+    n_samples, channels = x.shape[0], x.shape[1]
     for task in prange(n_samples * channels):
         n = task // channels
         c = task % channels
-        xc = x[n, c]
-        yc = y[n, c]
-        k = scale[c]
-        h = shift[c]
-        for j in range(length):
-            yc[j] = store(load(xc[j]) * k + h, like)
+        write_affine(x[n, c], scale[c], shift[c], y[n, c])
 
 
 @njit(fastmath=FASTMATH, cache=True)

@@ -22,8 +22,9 @@ checked: if the shift lies more than 10 standard deviations from the mean, where
 digits, a second pass about the mean recomputes the variance
 (:func:`~normlab.kernels.numba_reduce.shifted_variance`). The group (channels-first) or the sample
 (channels-last) stays in cache between the statistics and the write, so memory is read about once and written
-once; the backward is two passes over the same cached block. Channels-first runs one ``prange`` task per
-``(n, g)``; channels-last one per sample. Per-sample parameter-gradient partials ``(N, C)`` are summed after the
+once; the backward is two passes over the same cached block. Channels-first has one task per ``(n, g)``, which the
+threads claim a few at a time from a counter (:mod:`~normlab.kernels.numba_sync`); channels-last runs one
+``prange`` task per sample. Per-sample parameter-gradient partials ``(N, C)`` are summed after the
 parallel pass (:func:`~normlab.kernels.numba_reduce.sum_partials`).
 
 The glue calls the entries :func:`group_forward_at` and :func:`group_backward_at`, which take the tensors'
@@ -41,105 +42,117 @@ from normlab.kernels.numba_reduce import (
     add_column_grad_sums,
     add_column_shifted_sums,
     add_column_square_sums,
+    add_grad_sums,
+    add_shifted_sums,
     shifted_variance,
     sum_partials,
+    write_affine,
+    write_input_grad,
 )
-
-
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def group_forward_first(x, groups, weight, bias, eps, center, y, mean, var):
-    """Channels-first ``x`` ``(N, C, L)`` → ``y``; ``mean``, ``var`` ``(N, G)`` (mean 0 and the mean square when
-    not centred)."""
-    n_samples, channels, length = x.shape
-    per_group = channels // groups
-    inv_m = np.float32(1.0 / (per_group * length))
-    like = y[0, 0, 0]
-    count = np.float32(per_group * length)
-    for task in prange(n_samples * groups):
-        n = task // groups
-        g = task % groups
-        first = g * per_group
-        k = load(x[n, first, 0]) if center else np.float32(0.0)  # shift: one value of the group
-        s = np.float32(0.0)
-        q = np.float32(0.0)
-        for c in range(first, first + per_group):
-            xc = x[n, c]
-            for j in range(length):
-                d = load(xc[j]) - k
-                s += d
-                q += d * d
-        if center:
-            offset, v, exact = shifted_variance(s, q, count)
-            m = k + offset
-            if not exact:  # the shift was an outlier: a second pass about the mean
-                sq = np.float32(0.0)
-                for c in range(first, first + per_group):
-                    xc = x[n, c]
-                    for j in range(length):
-                        d = load(xc[j]) - m
-                        sq += d * d
-                v = sq * inv_m
-        else:
-            m = np.float32(0.0)
-            v = q * inv_m
-        r = np.float32(1.0) / np.sqrt(v + eps)
-        mean[n, g] = m
-        var[n, g] = v
-        for c in range(first, first + per_group):
-            scale = r * weight[c]
-            shift = bias[c] - m * scale
-            xc = x[n, c]
-            yc = y[n, c]
-            for j in range(length):
-                yc[j] = store(load(xc[j]) * scale + shift, like)
+from normlab.kernels.numba_sync import claim, tasks_per_claim
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def group_backward_first(x, grad_y, groups, weight, mean, var, eps, center, grad_x, grad_w, grad_b):
+def group_forward_first(x, groups, weight, bias, eps, center, y, mean, var, workers):
+    """Channels-first ``x`` ``(N, C, L)`` → ``y``; ``mean``, ``var`` ``(N, G)`` (mean 0 and the mean square when
+    not centred). One task per ``(n, g)``, claimed by ``workers`` threads a few at a time
+    (:func:`_group_forward_first`)."""
+    per_claim = tasks_per_claim(x.shape[1] // groups * x.shape[2])
+    _group_forward_first(x, groups, weight, bias, eps, center, y, mean, var, workers, per_claim,
+                         np.zeros(1, np.int64))
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _group_forward_first(x, groups, weight, bias, eps, center, y, mean, var, workers, per_claim, counters):
+    """The parallel pass of :func:`group_forward_first`: ``workers`` threads claim the ``(n, g)`` tasks from
+    ``counters[0]`` (a zero), ``per_claim`` at a time."""
+    total = x.shape[0] * groups
+    for _ in prange(workers):
+        begin = claim(counters, 0) * per_claim
+        while begin < total:
+            for task in range(begin, min(total, begin + per_claim)):
+                n, g = task // groups, task % groups
+                _normalize_group(x[n], g, groups, weight, bias, eps, center, y[n], mean[n], var[n])
+            begin = claim(counters, 0) * per_claim
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _normalize_group(x, g, groups, weight, bias, eps, center, y, mean, var):
+    """Group ``g`` of one sample ``x`` ``(C, L)`` into ``y``; its mean and variance into ``mean[g]``, ``var[g]``."""
+    per_group = x.shape[0] // groups
+    first = g * per_group
+    count = np.float32(per_group * x.shape[1])
+    k = load(x[first, 0]) if center else np.float32(0.0)  # shift: one value of the group
+    s = np.float32(0.0)
+    q = np.float32(0.0)
+    for c in range(first, first + per_group):
+        s, q = add_shifted_sums(x[c], k, s, q)
+    if center:
+        offset, v, exact = shifted_variance(s, q, count)
+        m = k + offset
+        if not exact:  # the shift was an outlier: a second pass about the mean
+            sq = np.float32(0.0)
+            for c in range(first, first + per_group):
+                sq = add_shifted_sums(x[c], m, np.float32(0.0), sq)[1]
+            v = sq / count
+    else:
+        m = np.float32(0.0)
+        v = q / count
+    r = np.float32(1.0) / np.sqrt(v + eps)
+    mean[g] = m
+    var[g] = v
+    for c in range(first, first + per_group):
+        scale = r * weight[c]
+        write_affine(x[c], scale, bias[c] - m * scale, y[c])
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def group_backward_first(x, grad_y, groups, weight, mean, var, eps, center, grad_x, grad_w, grad_b, workers):
     """Channels-first backward: ``grad_x`` ``(N, C, L)``, ``grad_w`` and ``grad_b`` ``(C,)``; ``mean``, ``var``
-    ``(N, G)`` as the forward wrote them."""
+    ``(N, G)`` as the forward wrote them; ``workers`` threads claim the tasks."""
     partials = np.empty((2, x.shape[0], x.shape[1]), np.float32)
-    _group_backward_first(x, grad_y, groups, weight, mean, var, eps, center, grad_x, partials[0], partials[1])
+    per_claim = tasks_per_claim(x.shape[1] // groups * x.shape[2])
+    _group_backward_first(x, grad_y, groups, weight, mean, var, eps, center, grad_x, partials[0], partials[1],
+                          workers, per_claim, np.zeros(1, np.int64))
     sum_partials(partials, grad_w, grad_b)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _group_backward_first(x, grad_y, groups, weight, mean, var, eps, center, grad_x, grad_w, grad_b):
-    """The parallel pass of :func:`group_backward_first`: per-sample partials ``grad_w``, ``grad_b`` ``(N, C)``."""
-    n_samples, channels, length = x.shape
-    per_group = channels // groups
-    inv_m = np.float32(1.0 / (per_group * length))
-    like = grad_x[0, 0, 0]
-    for task in prange(n_samples * groups):
-        n = task // groups
-        g = task % groups
-        first = g * per_group
-        m = mean[n, g]
-        r = np.float32(1.0) / np.sqrt(var[n, g] + eps)
-        s1 = np.float32(0.0)
-        s2 = np.float32(0.0)
-        for c in range(first, first + per_group):
-            xc = x[n, c]
-            gc = grad_y[n, c]
-            a = np.float32(0.0)
-            b = np.float32(0.0)
-            for j in range(length):
-                gv = load(gc[j])
-                a += gv * (load(xc[j]) - m)
-                b += gv
-            grad_w[n, c] = a * r
-            grad_b[n, c] = b
-            s1 += weight[c] * b
-            s2 += weight[c] * a * r
-        k_x = -r * r * s2 * inv_m
-        k_0 = -r * s1 * inv_m if center else np.float32(0.0)
-        for c in range(first, first + per_group):
-            k_g = r * weight[c]
-            xc = x[n, c]
-            gc = grad_y[n, c]
-            dc = grad_x[n, c]
-            for j in range(length):
-                dc[j] = store(load(gc[j]) * k_g + (load(xc[j]) - m) * k_x + k_0, like)
+def _group_backward_first(x, grad_y, groups, weight, mean, var, eps, center, grad_x, grad_w, grad_b, workers,
+                          per_claim, counters):
+    """The parallel pass of :func:`group_backward_first`: per-sample partials ``grad_w``, ``grad_b`` ``(N, C)``;
+    the ``(n, g)`` tasks are claimed as in :func:`_group_forward_first`."""
+    inv_m = np.float32(groups / x[0].size)
+    total = x.shape[0] * groups
+    for _ in prange(workers):
+        begin = claim(counters, 0) * per_claim
+        while begin < total:
+            for task in range(begin, min(total, begin + per_claim)):
+                n, g = task // groups, task % groups
+                r = np.float32(1.0) / np.sqrt(var[n, g] + eps)
+                _group_grad(x[n], grad_y[n], g, groups, weight, mean[n, g], r, inv_m, center, grad_x[n], grad_w[n],
+                            grad_b[n])
+            begin = claim(counters, 0) * per_claim
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _group_grad(x, grad_y, g, groups, weight, m, r, inv_m, center, grad_x, grad_w, grad_b):
+    """Group ``g`` of one sample ``(C, L)``: ``grad_x``, and the sample's parameter-gradient partials ``grad_w``,
+    ``grad_b`` ``(C,)`` for its channels; ``m``, ``r``: the group's mean and 1/std."""
+    per_group = x.shape[0] // groups
+    first = g * per_group
+    s1 = np.float32(0.0)
+    s2 = np.float32(0.0)
+    for c in range(first, first + per_group):
+        a, b = add_grad_sums(x[c], grad_y[c], m, np.float32(0.0), np.float32(0.0))
+        grad_w[c] = a * r
+        grad_b[c] = b
+        s1 += weight[c] * b
+        s2 += weight[c] * a * r
+    k_x = -r * r * s2 * inv_m
+    k_0 = -r * s1 * inv_m if center else np.float32(0.0)
+    for c in range(first, first + per_group):
+        write_input_grad(x[c], grad_y[c], m, r * weight[c], k_x, k_0, grad_x[c])
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -248,25 +261,25 @@ def _group_backward_last(x, grad_y, groups, weight, mean, var, eps, center, grad
 
 
 @njit(cache=True)
-def group_forward_at(x_at, y_at, like, n, c, length, last, groups, weight_at, bias_at, eps, center, stats):
+def group_forward_at(x_at, y_at, like, n, c, length, last, groups, weight_at, bias_at, eps, center, workers, stats):
     """:func:`group_forward_last` (``last``) or :func:`group_forward_first` on the memory at the addresses ``x_at``,
     ``y_at`` (``N·C·L`` values of ``like``'s type) and ``weight_at``, ``bias_at`` (``C`` float32 values);
-    ``stats`` ``(2, N, G)`` receives the mean and the variance."""
+    ``stats`` ``(2, N, G)`` receives the mean and the variance; ``workers``: threads of the channels-first kernel."""
     shape = (n, length, c) if last else (n, c, length)
     x, y = array_at(x_at, shape, like), array_at(y_at, shape, like)
     weight, bias = array_at(weight_at, (c,), np.float32(0)), array_at(bias_at, (c,), np.float32(0))
     if last:
         group_forward_last(x, groups, weight, bias, np.float32(eps), center, y, stats[0], stats[1])
     else:
-        group_forward_first(x, groups, weight, bias, np.float32(eps), center, y, stats[0], stats[1])
+        group_forward_first(x, groups, weight, bias, np.float32(eps), center, y, stats[0], stats[1], workers)
 
 
 @njit(cache=True)
 def group_backward_at(x_at, grad_y_at, grad_x_at, like, n, c, length, last, groups, weight_at, stats, eps, center,
-                      param_grads):
+                      workers, param_grads):
     """:func:`group_backward_last` (``last``) or :func:`group_backward_first` on the memory at the addresses
     ``x_at``, ``grad_y_at``, ``grad_x_at`` and ``weight_at``, with ``stats`` as the forward wrote them;
-    ``param_grads`` ``(2, C)`` receives the weight and bias gradients."""
+    ``param_grads`` ``(2, C)`` receives the weight and bias gradients; ``workers`` as in :func:`group_forward_at`."""
     shape = (n, length, c) if last else (n, c, length)
     x, grad_y, grad_x = array_at(x_at, shape, like), array_at(grad_y_at, shape, like), array_at(grad_x_at, shape, like)
     weight = array_at(weight_at, (c,), np.float32(0))
@@ -274,4 +287,4 @@ def group_backward_at(x_at, grad_y_at, grad_x_at, like, n, c, length, last, grou
     if last:
         group_backward_last(x, grad_y, *kernel_args)
     else:
-        group_backward_first(x, grad_y, *kernel_args)
+        group_backward_first(x, grad_y, *kernel_args, workers)

@@ -1,4 +1,5 @@
-r"""Column reductions for the channels-last kernels: per-channel sums over the rows of an ``(R, C)`` block.
+r"""Column reductions for the channels-last kernels (per-channel sums over the rows of an ``(R, C)`` block), and the
+two loops over one contiguous vector that the channels-first kernels share.
 
 In a channels-last tensor the channels of one position are contiguous, so a per-channel sum runs down the
 columns: ``out[c] += x[j, c]`` for every row ``j``. Written as one row at a time, each row's additions wait for
@@ -14,6 +15,8 @@ to rounding order. They are inlined into the kernels that call them.
 - :func:`add_column_grad_sums`: :math:`a_c \mathrel{+}= \sum_j g_{jc}(x_{jc} - \mu_c)`, :math:`b_c \mathrel{+}=
   \sum_j g_{jc}`
 - :func:`sum_partials`: the weight and bias gradients from the per-task partials of a parallel backward
+- over one vector: :func:`add_shifted_sums` (statistics), :func:`write_affine` (the normalized output),
+  :func:`add_grad_sums` and :func:`write_input_grad` (the backward's sums and input gradient)
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from normlab.kernels.numba_dtypes import FASTMATH, load
+from normlab.kernels.numba_dtypes import FASTMATH, load, store
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")
@@ -138,3 +141,41 @@ def sum_partials(partials, grad_w, grad_b):
         for c in range(channels):
             grad_w[c] += partials[0, t, c]
             grad_b[c] += partials[1, t, c]
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def add_shifted_sums(v, shift, s, q):
+    """``(s + sum_j (v[j] - shift), q + sum_j (v[j] - shift)**2)`` over the 1-D vector ``v`` (see
+    :func:`shifted_variance`)."""
+    for j in range(v.shape[0]):
+        d = load(v[j]) - shift
+        s += d
+        q += d * d
+    return s, q
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def write_affine(v, scale, shift, out):
+    """``out[j] = v[j] * scale + shift``, stored as ``out``'s type, over the 1-D vectors ``v`` and ``out``."""
+    like = out[0]
+    for j in range(v.shape[0]):
+        out[j] = store(load(v[j]) * scale + shift, like)
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def add_grad_sums(v, grad, centre, a, b):
+    """``(a + sum_j grad[j] (v[j] - centre), b + sum_j grad[j])`` over the 1-D vectors ``v`` and ``grad``."""
+    for j in range(v.shape[0]):
+        g = load(grad[j])
+        a += g * (load(v[j]) - centre)
+        b += g
+    return a, b
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def write_input_grad(v, grad, centre, k_g, k_x, k_0, out):
+    """``out[j] = grad[j] k_g + (v[j] - centre) k_x + k_0``, stored as ``out``'s type: a normalization's input
+    gradient with its per-vector coefficients."""
+    like = out[0]
+    for j in range(v.shape[0]):
+        out[j] = store(load(grad[j]) * k_g + (load(v[j]) - centre) * k_x + k_0, like)
