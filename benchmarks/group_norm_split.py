@@ -57,17 +57,17 @@ def kernels_alone(rounds: int) -> None:
     weight, bias = torch.ones(C), torch.zeros(C)
     stats, param_grads = np.empty((2, N, G), np.float32), np.empty((2, C), np.float32)
     sizes = (KERNEL_SCALAR[x.dtype], N, C, H * W, False, G)
-    workers = cpu_common.threads(x.numel())
+    cpu_common.threads(x.numel())
 
     def normlab_forward():
         y = buffers.empty_like_dense(x)
         numba_groups.group_forward_at(x.data_ptr(), y.data_ptr(), *sizes, weight.data_ptr(), bias.data_ptr(), 1e-5,
-                                      True, workers, stats)
+                                      True, stats)
 
     def normlab_backward():
         dx = buffers.empty_like_dense(x)
         numba_groups.group_backward_at(x.data_ptr(), g.data_ptr(), dx.data_ptr(), *sizes, weight.data_ptr(), stats,
-                                       1e-5, True, workers, param_grads)
+                                       1e-5, True, param_grads)
 
     _, saved_mean, saved_rstd = torch.ops.aten.native_group_norm(x, weight, bias, N, C, H * W, G, 1e-5)
     calls = {

@@ -39,9 +39,10 @@ def _group_forward(x, weight, bias, groups, eps, center, kind, stats):
     n, c = x.shape[0], x.shape[1]
     w, b = cpu_common.param_tensor(weight, c, 1.0), cpu_common.param_tensor(bias, c, 0.0)
     y = buffers.empty_like_dense(x)
+    cpu_common.threads(x.numel())
     numba_groups.group_forward_at(
         x.data_ptr(), y.data_ptr(), KERNEL_SCALAR[x.dtype], n, c, x.numel() // (n * c), kind == "last", groups,
-        w.data_ptr(), b.data_ptr(), eps, center, cpu_common.threads(x.numel()), stats,
+        w.data_ptr(), b.data_ptr(), eps, center, stats,
     )
     return y
 
@@ -74,10 +75,10 @@ class GroupFunction(torch.autograd.Function):
         grad_y = grad_y.contiguous(memory_format=ctx.memory_format)
         grad_x = buffers.empty_like_dense(x)
         param_grads = np.empty((2, c), np.float32)
+        cpu_common.threads(x.numel())
         numba_groups.group_backward_at(
             x.data_ptr(), grad_y.data_ptr(), grad_x.data_ptr(), KERNEL_SCALAR[x.dtype], n, c, x.numel() // (n * c),
-            ctx.kind == "last", ctx.groups, w.data_ptr(), ctx.stats, ctx.eps, ctx.center, cpu_common.threads(x.numel()),
-            param_grads,
+            ctx.kind == "last", ctx.groups, w.data_ptr(), ctx.stats, ctx.eps, ctx.center, param_grads,
         )
         # a gradient for an input that needs none is dropped by autograd
         return grad_x, param_grad(param_grads[0], weight), param_grad(param_grads[1], bias), *none

@@ -22,9 +22,8 @@ checked: if the shift lies more than 10 standard deviations from the mean, where
 digits, a second pass about the mean recomputes the variance
 (:func:`~normlab.kernels.numba_reduce.shifted_variance`). The group (channels-first) or the sample
 (channels-last) stays in cache between the statistics and the write, so memory is read about once and written
-once; the backward is two passes over the same cached block. Channels-first has one task per ``(n, g)``, which the
-threads claim a few at a time from a counter (:mod:`~normlab.kernels.numba_sync`); channels-last runs one
-``prange`` task per sample. Per-sample parameter-gradient partials ``(N, C)`` are summed after the
+once; the backward is two passes over the same cached block. Channels-first runs one ``prange`` task per
+``(n, g)``; channels-last one per sample. Per-sample parameter-gradient partials ``(N, C)`` are summed after the
 parallel pass (:func:`~normlab.kernels.numba_reduce.sum_partials`).
 
 The glue calls the entries :func:`group_forward_at` and :func:`group_backward_at`, which take the tensors'
@@ -49,31 +48,15 @@ from normlab.kernels.numba_reduce import (
     write_affine,
     write_input_grad,
 )
-from normlab.kernels.numba_sync import claim, tasks_per_claim
-
-
-@njit(fastmath=FASTMATH, cache=True)
-def group_forward_first(x, groups, weight, bias, eps, center, y, mean, var, workers):
-    """Channels-first ``x`` ``(N, C, L)`` → ``y``; ``mean``, ``var`` ``(N, G)`` (mean 0 and the mean square when
-    not centred). One task per ``(n, g)``, claimed by ``workers`` threads a few at a time
-    (:func:`_group_forward_first`)."""
-    per_claim = tasks_per_claim(x.shape[1] // groups * x.shape[2])
-    _group_forward_first(x, groups, weight, bias, eps, center, y, mean, var, workers, per_claim,
-                         np.zeros(1, np.int64))
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _group_forward_first(x, groups, weight, bias, eps, center, y, mean, var, workers, per_claim, counters):
-    """The parallel pass of :func:`group_forward_first`: ``workers`` threads claim the ``(n, g)`` tasks from
-    ``counters[0]`` (a zero), ``per_claim`` at a time."""
-    total = x.shape[0] * groups
-    for _ in prange(workers):
-        begin = claim(counters, 0) * per_claim
-        while begin < total:
-            for task in range(begin, min(total, begin + per_claim)):
-                n, g = task // groups, task % groups
-                _normalize_group(x[n], g, groups, weight, bias, eps, center, y[n], mean[n], var[n])
-            begin = claim(counters, 0) * per_claim
+def group_forward_first(x, groups, weight, bias, eps, center, y, mean, var):
+    """Channels-first ``x`` ``(N, C, L)`` → ``y``; ``mean``, ``var`` ``(N, G)`` (mean 0 and the mean square when
+    not centred). One ``prange`` task per ``(n, g)`` (:func:`_normalize_group`)."""
+    for task in prange(x.shape[0] * groups):
+        n, g = task // groups, task % groups
+        _normalize_group(x[n], g, groups, weight, bias, eps, center, y[n], mean[n], var[n])
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")
@@ -107,32 +90,23 @@ def _normalize_group(x, g, groups, weight, bias, eps, center, y, mean, var):
 
 
 @njit(fastmath=FASTMATH, cache=True)
-def group_backward_first(x, grad_y, groups, weight, mean, var, eps, center, grad_x, grad_w, grad_b, workers):
+def group_backward_first(x, grad_y, groups, weight, mean, var, eps, center, grad_x, grad_w, grad_b):
     """Channels-first backward: ``grad_x`` ``(N, C, L)``, ``grad_w`` and ``grad_b`` ``(C,)``; ``mean``, ``var``
-    ``(N, G)`` as the forward wrote them; ``workers`` threads claim the tasks."""
+    ``(N, G)`` as the forward wrote them."""
     partials = np.empty((2, x.shape[0], x.shape[1]), np.float32)
-    per_claim = tasks_per_claim(x.shape[1] // groups * x.shape[2])
-    _group_backward_first(x, grad_y, groups, weight, mean, var, eps, center, grad_x, partials[0], partials[1],
-                          workers, per_claim, np.zeros(1, np.int64))
+    _group_backward_first(x, grad_y, groups, weight, mean, var, eps, center, grad_x, partials[0], partials[1])
     sum_partials(partials, grad_w, grad_b)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _group_backward_first(x, grad_y, groups, weight, mean, var, eps, center, grad_x, grad_w, grad_b, workers,
-                          per_claim, counters):
+def _group_backward_first(x, grad_y, groups, weight, mean, var, eps, center, grad_x, grad_w, grad_b):
     """The parallel pass of :func:`group_backward_first`: per-sample partials ``grad_w``, ``grad_b`` ``(N, C)``;
-    the ``(n, g)`` tasks are claimed as in :func:`_group_forward_first`."""
+    one ``prange`` task per ``(n, g)`` (:func:`_group_grad`)."""
     inv_m = np.float32(groups / x[0].size)
-    total = x.shape[0] * groups
-    for _ in prange(workers):
-        begin = claim(counters, 0) * per_claim
-        while begin < total:
-            for task in range(begin, min(total, begin + per_claim)):
-                n, g = task // groups, task % groups
-                r = np.float32(1.0) / np.sqrt(var[n, g] + eps)
-                _group_grad(x[n], grad_y[n], g, groups, weight, mean[n, g], r, inv_m, center, grad_x[n], grad_w[n],
-                            grad_b[n])
-            begin = claim(counters, 0) * per_claim
+    for task in prange(x.shape[0] * groups):
+        n, g = task // groups, task % groups
+        r = np.float32(1.0) / np.sqrt(var[n, g] + eps)
+        _group_grad(x[n], grad_y[n], g, groups, weight, mean[n, g], r, inv_m, center, grad_x[n], grad_w[n], grad_b[n])
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")
@@ -261,25 +235,25 @@ def _group_backward_last(x, grad_y, groups, weight, mean, var, eps, center, grad
 
 
 @njit(cache=True)
-def group_forward_at(x_at, y_at, like, n, c, length, last, groups, weight_at, bias_at, eps, center, workers, stats):
+def group_forward_at(x_at, y_at, like, n, c, length, last, groups, weight_at, bias_at, eps, center, stats):
     """:func:`group_forward_last` (``last``) or :func:`group_forward_first` on the memory at the addresses ``x_at``,
     ``y_at`` (``N·C·L`` values of ``like``'s type) and ``weight_at``, ``bias_at`` (``C`` float32 values);
-    ``stats`` ``(2, N, G)`` receives the mean and the variance; ``workers``: threads of the channels-first kernel."""
+    ``stats`` ``(2, N, G)`` receives the mean and the variance."""
     shape = (n, length, c) if last else (n, c, length)
     x, y = array_at(x_at, shape, like), array_at(y_at, shape, like)
     weight, bias = array_at(weight_at, (c,), np.float32(0)), array_at(bias_at, (c,), np.float32(0))
     if last:
         group_forward_last(x, groups, weight, bias, np.float32(eps), center, y, stats[0], stats[1])
     else:
-        group_forward_first(x, groups, weight, bias, np.float32(eps), center, y, stats[0], stats[1], workers)
+        group_forward_first(x, groups, weight, bias, np.float32(eps), center, y, stats[0], stats[1])
 
 
 @njit(cache=True)
 def group_backward_at(x_at, grad_y_at, grad_x_at, like, n, c, length, last, groups, weight_at, stats, eps, center,
-                      workers, param_grads):
+                      param_grads):
     """:func:`group_backward_last` (``last``) or :func:`group_backward_first` on the memory at the addresses
     ``x_at``, ``grad_y_at``, ``grad_x_at`` and ``weight_at``, with ``stats`` as the forward wrote them;
-    ``param_grads`` ``(2, C)`` receives the weight and bias gradients; ``workers`` as in :func:`group_forward_at`."""
+    ``param_grads`` ``(2, C)`` receives the weight and bias gradients."""
     shape = (n, length, c) if last else (n, c, length)
     x, grad_y, grad_x = array_at(x_at, shape, like), array_at(grad_y_at, shape, like), array_at(grad_x_at, shape, like)
     weight = array_at(weight_at, (c,), np.float32(0))
@@ -287,4 +261,4 @@ def group_backward_at(x_at, grad_y_at, grad_x_at, like, n, c, length, last, grou
     if last:
         group_backward_last(x, grad_y, *kernel_args)
     else:
-        group_backward_first(x, grad_y, *kernel_args, workers)
+        group_backward_first(x, grad_y, *kernel_args)

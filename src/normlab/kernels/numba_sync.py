@@ -1,14 +1,9 @@
-r"""Atomic task counters for the Numba kernels: threads claim work instead of taking a fixed share of it.
+r"""Atomic counters for the Numba kernels whose parallel region has two phases (BatchNorm over channels-last rows).
 
-**Claimed tasks.** A ``prange`` over the tasks gives each thread a fixed contiguous share. When the tasks are
-claimed instead — each of ``workers`` threads takes the next few from a shared counter (:func:`claim`) until none
-is left — a thread that starts late takes fewer, and both threads stream neighbouring blocks of memory. Measured
-by ``benchmarks/claimed_tasks.py`` on the GroupNorm NCHW kernels; :func:`tasks_per_claim` sizes a claim.
-
-**Two phases in one region.** A BatchNorm pass needs every row's statistics before it can write any output, so
-it used to run as two parallel regions with the merge between them. Each region start wakes the thread team,
-which costs from a few µs to about 100 µs here (``benchmarks/parallel_region.py``). One region does both phases
-when the work is handed out as numbered tasks that threads claim from a shared counter:
+A BatchNorm pass needs every row's statistics before it can write any output, so it used to run as two parallel
+regions with the merge between them. Each region start wakes the thread team, which costs from a few µs to
+about 100 µs here (``benchmarks/parallel_region.py``). One region does both phases when the work is handed out
+as numbered tasks that threads claim from a shared counter:
 
 - each thread :func:`claim`\ s the next task of phase one until none is left, runs it and counts it done;
 - a thread with nothing left to claim waits (:func:`wait_for`) until every task of phase one is done; every task
@@ -56,16 +51,6 @@ def _load_acquire(typingctx, counters, index):
         return builder.load_atomic(pointer, "acquire", 8)
 
     return signature, codegen
-
-
-CLAIM_VALUES = 1 << 15
-"""About how many values a thread takes per claim (128 KiB of float32)."""
-
-
-@njit(cache=True, inline="always")
-def tasks_per_claim(task_values):
-    """Tasks per claim for tasks of ``task_values`` values each: about :data:`CLAIM_VALUES` values, at least one."""
-    return max(1, CLAIM_VALUES // max(task_values, 1))
 
 
 @njit(cache=True, inline="always")
