@@ -1,5 +1,5 @@
 r"""Column reductions for the channels-last kernels (per-channel sums over the rows of an ``(R, C)`` block), and the
-two loops over one contiguous vector that the channels-first kernels share.
+loops over one contiguous vector that the channels-first kernels share.
 
 In a channels-last tensor the channels of one position are contiguous, so a per-channel sum runs down the
 columns: ``out[c] += x[j, c]`` for every row ``j``. Written as one row at a time, each row's additions wait for
