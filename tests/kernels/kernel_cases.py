@@ -120,6 +120,7 @@ CASES = [
     KernelCase("group_norm-cl", (3, 8, 5, 7), *_gn(4), (8,), CL),
     KernelCase("group_norm-1-group-cl", (2, 6, 3, 5), *_gn(1), (6,), CL),
     KernelCase("group_norm-3d", (2, 6, 11), *_gn(3), (6,)),
+    KernelCase("group_norm-long-channels", (2, 4, 16, 13), *_gn(2), (4,)),  # L >= numba_groups.SHORT_CHANNEL
     KernelCase("instance_norm", (3, 8, 5, 7), *_in(), (8,)),
     KernelCase("instance_norm-cl", (3, 8, 5, 7), *_in(), (8,), CL),
     KernelCase("instance_norm-cl3d", (2, 4, 3, 3, 3), *_in(), (4,), CL3),

@@ -178,25 +178,30 @@ def _set_first_of_every_plane(x, value):
     x = x.clone()
     x[:, :, 0, 0] = value
     return x
-HARD_OPS = {
+_HARD_SHAPE = (2, 4, 128, 256)
+_SHORT_CHANNELS = (2, 1024, 7, 7)  # 49 values a channel: GroupNorm NCHW takes each group in one loop
+HARD_OPS = {  # name: (fast path, float64 reference, memory format, input shape)
     "group_norm-nchw": (lambda x: cpu_channels.fast_group_norm(x, 1, None, None, 1e-5),
-                        lambda x: ref.group_norm(x, None, None, 1e-5, 1), torch.contiguous_format),
+                        lambda x: ref.group_norm(x, None, None, 1e-5, 1), torch.contiguous_format, _HARD_SHAPE),
+    "group_norm-nchw-short-channels": (lambda x: cpu_channels.fast_group_norm(x, 1, None, None, 1e-5),
+                                       lambda x: ref.group_norm(x, None, None, 1e-5, 1), torch.contiguous_format,
+                                       _SHORT_CHANNELS),
     "group_norm-nhwc": (lambda x: cpu_channels.fast_group_norm(x, 1, None, None, 1e-5),
-                        lambda x: ref.group_norm(x, None, None, 1e-5, 1), torch.channels_last),
+                        lambda x: ref.group_norm(x, None, None, 1e-5, 1), torch.channels_last, _HARD_SHAPE),
     "instance_norm-nhwc": (lambda x: cpu_channels.fast_instance_norm(x, eps=1e-5),
-                           lambda x: ref.instance_norm(x, None, None, 1e-5), torch.channels_last),
+                           lambda x: ref.instance_norm(x, None, None, 1e-5), torch.channels_last, _HARD_SHAPE),
     "batch_norm-nchw": (lambda x: cpu_batch.fast_batch_norm(x, None, None, None, None, True, 0.1, 1e-5),
-                        lambda x: ref.batch_norm(x, None, None, 1e-5), torch.contiguous_format),
+                        lambda x: ref.batch_norm(x, None, None, 1e-5), torch.contiguous_format, _HARD_SHAPE),
     "batch_norm-nhwc": (lambda x: cpu_batch.fast_batch_norm(x, None, None, None, None, True, 0.1, 1e-5),
-                        lambda x: ref.batch_norm(x, None, None, 1e-5), torch.channels_last),
+                        lambda x: ref.batch_norm(x, None, None, 1e-5), torch.channels_last, _HARD_SHAPE),
 }
 
 
 @pytest.mark.parametrize("make", HARD_INPUTS.values(), ids=HARD_INPUTS.keys())
 @pytest.mark.parametrize("op", HARD_OPS.values(), ids=HARD_OPS.keys())
 def test_statistics_stay_accurate_on_offsets_and_outliers(op, make):
-    fast, reference, memory_format = op
-    x = make(torch.randn(2, 4, 128, 256, generator=torch.Generator().manual_seed(0)))
+    fast, reference, memory_format, shape = op
+    x = make(torch.randn(shape, generator=torch.Generator().manual_seed(0)))
     x = x.contiguous(memory_format=memory_format)
     y = fast(x)
     assert y is not None

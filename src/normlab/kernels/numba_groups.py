@@ -56,28 +56,41 @@ def group_forward_first(x, groups, weight, bias, eps, center, y, mean, var):
     not centred). One ``prange`` task per ``(n, g)`` (:func:`_normalize_group`)."""
     for task in prange(x.shape[0] * groups):
         n, g = task // groups, task % groups
-        _normalize_group(x[n], g, groups, weight, bias, eps, center, y[n], mean[n], var[n])
+        _normalize_group(x[n], None, g, groups, weight, bias, eps, center, y[n], mean[n], var[n])
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def group_forward_short(x, groups, weight, bias, eps, center, y, mean, var):
+    """:func:`group_forward_first` for short channels (``L <`` :data:`SHORT_CHANNEL`): each group's statistics
+    take one loop over its values, which are adjacent in NCHW."""
+    n_samples, channels, length = x.shape
+    blocks = x.reshape((n_samples, groups, channels // groups * length))
+    for task in prange(n_samples * groups):
+        n, g = task // groups, task % groups
+        _normalize_group(x[n], blocks[n, g], g, groups, weight, bias, eps, center, y[n], mean[n], var[n])
+
+
+SHORT_CHANNEL = 192
+"""Channels-first GroupNorm takes a group's statistics in one loop over the group (:func:`group_forward_short`)
+when its channels hold fewer values than this: a vectorized loop takes 64 float32 values an iteration, so a
+channel of 7×7 values would run its own loop entirely in the scalar tail (the forward is then 1.5× slower)."""
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")
-def _normalize_group(x, g, groups, weight, bias, eps, center, y, mean, var):
-    """Group ``g`` of one sample ``x`` ``(C, L)`` into ``y``; its mean and variance into ``mean[g]``, ``var[g]``."""
+def _normalize_group(x, block, g, groups, weight, bias, eps, center, y, mean, var):
+    """Group ``g`` of one sample ``x`` ``(C, L)`` into ``y``; its mean and variance into ``mean[g]``, ``var[g]``.
+    ``block``: the group's values as one vector, to take the statistics in one loop, or ``None`` for one loop per
+    channel."""
     per_group = x.shape[0] // groups
     first = g * per_group
     count = np.float32(per_group * x.shape[1])
     k = load(x[first, 0]) if center else np.float32(0.0)  # shift: one value of the group
-    s = np.float32(0.0)
-    q = np.float32(0.0)
-    for c in range(first, first + per_group):
-        s, q = add_shifted_sums(x[c], k, s, q)
+    s, q = _group_sums(x, block, first, per_group, k)
     if center:
         offset, v, exact = shifted_variance(s, q, count)
         m = k + offset
         if not exact:  # the shift was an outlier: a second pass about the mean
-            sq = np.float32(0.0)
-            for c in range(first, first + per_group):
-                sq = add_shifted_sums(x[c], m, np.float32(0.0), sq)[1]
-            v = sq / count
+            v = _group_sums(x, block, first, per_group, m)[1] / count
     else:
         m = np.float32(0.0)
         v = q / count
@@ -87,6 +100,20 @@ def _normalize_group(x, g, groups, weight, bias, eps, center, y, mean, var):
     for c in range(first, first + per_group):
         scale = r * weight[c]
         write_affine(x[c], scale, bias[c] - m * scale, y[c])
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _group_sums(x, block, first, per_group, shift):
+    """:func:`~normlab.kernels.numba_reduce.add_shifted_sums` over the channels ``first .. first + per_group`` of
+    ``x`` ``(C, L)``: one loop over ``block`` (the same values, contiguous), or one loop per channel when ``block``
+    is ``None`` (a branch Numba resolves when it compiles)."""
+    if block is not None:
+        return add_shifted_sums(block, shift, np.float32(0.0), np.float32(0.0))
+    s = np.float32(0.0)
+    q = np.float32(0.0)
+    for c in range(first, first + per_group):
+        s, q = add_shifted_sums(x[c], shift, s, q)
+    return s, q
 
 
 @njit(fastmath=FASTMATH, cache=True)
@@ -244,6 +271,8 @@ def group_forward_at(x_at, y_at, like, n, c, length, last, groups, weight_at, bi
     weight, bias = array_at(weight_at, (c,), np.float32(0)), array_at(bias_at, (c,), np.float32(0))
     if last:
         group_forward_last(x, groups, weight, bias, np.float32(eps), center, y, stats[0], stats[1])
+    elif length < SHORT_CHANNEL:
+        group_forward_short(x, groups, weight, bias, np.float32(eps), center, y, stats[0], stats[1])
     else:
         group_forward_first(x, groups, weight, bias, np.float32(eps), center, y, stats[0], stats[1])
 
