@@ -23,7 +23,8 @@ digits, a second pass about the mean recomputes the variance
 (:func:`~normlab.kernels.numba_reduce.shifted_variance`). The group (channels-first) or the sample
 (channels-last) stays in cache between the statistics and the write, so memory is read about once and written
 once; the backward is two passes over the same cached block. Channels-first runs one ``prange`` task per
-``(n, g)``; channels-last one per sample. Per-sample parameter-gradient partials ``(N, C)`` are summed after the
+``(n, g)`` and, for channels shorter than :data:`SHORT_CHANNEL`, takes a group's statistics in one loop over its
+adjacent channels (:func:`group_forward_short`); channels-last runs one task per sample. Per-sample parameter-gradient partials ``(N, C)`` are summed after the
 parallel pass (:func:`~normlab.kernels.numba_reduce.sum_partials`).
 
 The glue calls the entries :func:`group_forward_at` and :func:`group_backward_at`, which take the tensors'
