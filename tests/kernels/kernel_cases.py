@@ -120,7 +120,6 @@ CASES = [
     KernelCase("group_norm-cl", (3, 8, 5, 7), *_gn(4), (8,), CL),
     KernelCase("group_norm-1-group-cl", (2, 6, 3, 5), *_gn(1), (6,), CL),
     KernelCase("group_norm-3d", (2, 6, 11), *_gn(3), (6,)),
-    KernelCase("group_norm-long-channels", (2, 4, 16, 13), *_gn(2), (4,)),  # L >= numba_groups.SHORT_CHANNEL
     KernelCase("instance_norm", (3, 8, 5, 7), *_in(), (8,)),
     KernelCase("instance_norm-cl", (3, 8, 5, 7), *_in(), (8,), CL),
     KernelCase("instance_norm-cl3d", (2, 4, 3, 3, 3), *_in(), (4,), CL3),
@@ -132,6 +131,10 @@ CASES = [
     KernelCase("layer_norm_2d-cl", (3, 8, 5, 7), *_ln2d(), (8,), CL),
     KernelCase("spatial_rms", (3, 8, 5, 7), *_spatial_rms(), (8,)),
     KernelCase("spatial_rms-cl", (3, 8, 5, 7), *_spatial_rms(), (8,), CL),
+    # channels of 208 values (>= numba_groups.SHORT_CHANNEL): the channels-first kernels' per-channel loops
+    KernelCase("group_norm-long-channels", (2, 4, 16, 13), *_gn(2), (4,)),
+    KernelCase("instance_norm-long-channels", (2, 4, 16, 13), *_in(), (4,)),
+    KernelCase("spatial_rms-long-channels", (2, 4, 16, 13), *_spatial_rms(), (4,)),
 ]
 
 

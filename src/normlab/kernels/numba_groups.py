@@ -24,8 +24,9 @@ digits, a second pass about the mean recomputes the variance
 (channels-last) stays in cache between the statistics and the write, so memory is read about once and written
 once; the backward is two passes over the same cached block. Channels-first runs one ``prange`` task per
 ``(n, g)`` and, for channels shorter than :data:`SHORT_CHANNEL`, takes a group's statistics in one loop over its
-adjacent channels (:func:`group_forward_short`); channels-last runs one task per sample. Per-sample parameter-gradient partials ``(N, C)`` are summed after the
-parallel pass (:func:`~normlab.kernels.numba_reduce.sum_partials`).
+adjacent channels (:func:`group_forward_short`); channels-last runs one task per sample. Per-sample
+parameter-gradient partials ``(N, C)`` are summed after the parallel pass
+(:func:`~normlab.kernels.numba_reduce.sum_partials`).
 
 The glue calls the entries :func:`group_forward_at` and :func:`group_backward_at`, which take the tensors'
 addresses (:mod:`~normlab.kernels.numba_memory`) and the sizes ``N, C, L``, and run the kernel of the layout.
@@ -60,6 +61,15 @@ def group_forward_first(x, groups, weight, bias, eps, center, y, mean, var):
         _normalize_group(x[n], None, g, groups, weight, bias, eps, center, y[n], mean[n], var[n])
 
 
+SHORT_CHANNEL = 192
+"""Channels-first GroupNorm takes a group's statistics in one loop over the group (:func:`group_forward_short`)
+when its channels hold fewer values than this: a vectorized loop takes 64 float32 values an iteration, so a
+channel of 7×7 values would run its own loop entirely in the scalar tail (the forward is then 1.5× slower).
+Chosen from ``benchmarks/group_norm_short_channels.py``: one loop per group was faster up to 12×12 values a
+channel, about even at 14×14 (fp32; faster in bf16) and slower at 32×32 (its shapes differ in channels per group
+too, so the cut is a rounded one)."""
+
+
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def group_forward_short(x, groups, weight, bias, eps, center, y, mean, var):
     """:func:`group_forward_first` for short channels (``L <`` :data:`SHORT_CHANNEL`): each group's statistics
@@ -69,12 +79,6 @@ def group_forward_short(x, groups, weight, bias, eps, center, y, mean, var):
     for task in prange(n_samples * groups):
         n, g = task // groups, task % groups
         _normalize_group(x[n], blocks[n, g], g, groups, weight, bias, eps, center, y[n], mean[n], var[n])
-
-
-SHORT_CHANNEL = 192
-"""Channels-first GroupNorm takes a group's statistics in one loop over the group (:func:`group_forward_short`)
-when its channels hold fewer values than this: a vectorized loop takes 64 float32 values an iteration, so a
-channel of 7×7 values would run its own loop entirely in the scalar tail (the forward is then 1.5× slower)."""
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")
@@ -264,9 +268,10 @@ def _group_backward_last(x, grad_y, groups, weight, mean, var, eps, center, grad
 
 @njit(cache=True)
 def group_forward_at(x_at, y_at, like, n, c, length, last, groups, weight_at, bias_at, eps, center, stats):
-    """:func:`group_forward_last` (``last``) or :func:`group_forward_first` on the memory at the addresses ``x_at``,
-    ``y_at`` (``N·C·L`` values of ``like``'s type) and ``weight_at``, ``bias_at`` (``C`` float32 values);
-    ``stats`` ``(2, N, G)`` receives the mean and the variance."""
+    """:func:`group_forward_last` (``last``), :func:`group_forward_short` (``L <`` :data:`SHORT_CHANNEL`) or
+    :func:`group_forward_first` on the memory at the addresses ``x_at``, ``y_at`` (``N·C·L`` values of ``like``'s
+    type) and ``weight_at``, ``bias_at`` (``C`` float32 values); ``stats`` ``(2, N, G)`` receives the mean and the
+    variance."""
     shape = (n, length, c) if last else (n, c, length)
     x, y = array_at(x_at, shape, like), array_at(y_at, shape, like)
     weight, bias = array_at(weight_at, (c,), np.float32(0)), array_at(bias_at, (c,), np.float32(0))
