@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import sys
+import weakref
 
 import pytest
 import torch
 
-from normlab.kernels.buffers import OutputPool
+from normlab.kernels.buffers import HUGE_PAGE, OutputPool
 
 MIB = 1 << 20
 
@@ -120,3 +122,49 @@ def test_a_numpy_view_of_an_output_keeps_its_block_busy():
     del again, view
     gc.collect()
     assert pool.empty_like_dense(like) is not None and pool.hits == 1
+
+
+def _vm_flags(address: int) -> list[str]:
+    """The ``VmFlags`` of the mapping of this process that holds ``address`` (Linux ``/proc/self/smaps``)."""
+    inside = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                start, end = (int(v, 16) for v in head.split("-"))
+                inside = start <= address < end
+            elif inside and head == "VmFlags:":
+                return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="huge-page blocks are Linux only")
+@pytest.mark.parametrize("mib, huge", [(2, True), (8, True), (1, False)], ids=["2MiB", "8MiB", "1MiB"])
+def test_large_blocks_are_aligned_mappings_advised_for_huge_pages(mib, huge):
+    pool = OutputPool(max_bytes=64 * MIB, min_pooled_bytes=MIB)
+    t = pool.empty((mib * MIB // 4,), torch.float32)
+    t.fill_(1.0)
+    flags = _vm_flags(t.data_ptr())
+    assert ("hg" in flags) == huge, f"VmFlags {flags}: MADV_HUGEPAGE {'missing' if huge else 'unexpected'}"
+    if huge:
+        assert t.data_ptr() % HUGE_PAGE == 0 and _vm_flags(t.data_ptr() + t.nbytes - 1) == flags
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="huge-page blocks are Linux only")
+def test_a_huge_page_block_is_unmapped_once_the_pool_and_its_tensors_let_it_go():
+    pool = OutputPool(max_bytes=64 * MIB, min_pooled_bytes=MIB)
+    t = pool.empty((2 * MIB // 4,), torch.float32)
+    (array,) = next(iter(pool._arrays.values()))
+    mapping = weakref.ref(array.base.base.obj)  # block → its uint8 buffer → memoryview → the mmap
+    del array
+    view = t[5:]
+    del t
+    pool.clear()  # the view still reads the block: it stays mapped
+    gc.collect()
+    assert mapping() is not None and not mapping().closed
+    del view
+    gc.collect()
+    assert mapping() is not None, "the block was unmapped while the pool still held it"
+    pool.clear()
+    gc.collect()
+    assert mapping() is None, "the pool let the block go, but its mapping is still alive"
