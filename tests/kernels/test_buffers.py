@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gc
-import sys
 import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,7 +138,10 @@ def _vm_flags(address: int) -> list[str]:
     raise AssertionError(f"no mapping holds {address:#x}")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="huge-page blocks are Linux only")
+THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+@pytest.mark.skipif(not THP.exists(), reason="huge-page blocks need Linux with transparent huge pages")
 @pytest.mark.parametrize("mib, huge", [(2, True), (8, True), (1, False)], ids=["2MiB", "8MiB", "1MiB"])
 def test_large_blocks_are_aligned_mappings_advised_for_huge_pages(mib, huge):
     pool = OutputPool(max_bytes=64 * MIB, min_pooled_bytes=MIB)
@@ -150,7 +153,7 @@ def test_large_blocks_are_aligned_mappings_advised_for_huge_pages(mib, huge):
         assert t.data_ptr() % HUGE_PAGE == 0 and _vm_flags(t.data_ptr() + t.nbytes - 1) == flags
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="huge-page blocks are Linux only")
+@pytest.mark.skipif(not THP.exists(), reason="huge-page blocks need Linux with transparent huge pages")
 def test_a_huge_page_block_is_unmapped_once_the_pool_and_its_tensors_let_it_go():
     pool = OutputPool(max_bytes=64 * MIB, min_pooled_bytes=MIB)
     t = pool.empty((2 * MIB // 4,), torch.float32)

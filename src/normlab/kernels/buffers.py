@@ -14,7 +14,7 @@ This module keeps output blocks and hands them out again, as PyTorch's CUDA cach
   kernel is asked for transparent huge pages (``madvise(MADV_HUGEPAGE)``, :func:`_new_buffer`). A kernel streams
   through its output, and on 4 KiB pages it pays a TLB miss every 4 KiB and its hardware prefetch stops at each
   page boundary. Measured here (``benchmarks/huge_pages.py``): GroupNorm NCHW fp32 forward+backward kernels
-  took 4–7 % less time with their outputs on 2 MiB pages than on 4 KiB pages, and 8–12 % less with their inputs
+  took 4–9 % less time with their outputs on 2 MiB pages than on 4 KiB pages, and 8–12 % less with their inputs
   there too. ``np.empty`` alone does not promise that: once glibc has raised its mapping threshold it carves a
   large block out of its heap, whose pages are already 4 KiB ones;
 - a tensor made by :func:`torch.from_numpy` holds a reference to its array until the last tensor or view on
@@ -55,11 +55,15 @@ _PRIVATE_ANONYMOUS = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYM
 def _new_buffer(nbytes: int, huge: bool) -> np.ndarray:
     """Fresh memory for a block: ``nbytes`` as a uint8 array. With ``huge`` (and Linux), a private anonymous
     mapping of ``nbytes + HUGE_PAGE`` bytes advised ``MADV_HUGEPAGE`` before its first touch, seen from its first
-    2 MiB boundary; it is unmapped when the last array on it is freed. Else ``np.empty``."""
+    2 MiB boundary (a kernel without transparent huge pages refuses the advice, and the mapping stays on small
+    pages); it is unmapped when the last array on it is freed. Else ``np.empty``."""
     if not (huge and _HUGE_ADVICE is not None):
         return np.empty(nbytes, np.uint8)
     mapping = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=_PRIVATE_ANONYMOUS)
-    mapping.madvise(_HUGE_ADVICE)
+    try:
+        mapping.madvise(_HUGE_ADVICE)
+    except OSError:  # a kernel without transparent huge pages: the mapping works on small pages
+        pass
     whole = np.frombuffer(mapping, np.uint8)
     start = -whole.ctypes.data % HUGE_PAGE
     return whole[start:start + nbytes]
