@@ -20,10 +20,9 @@ about a shift (the row's first value) and are checked: if the shift lies more th
 the mean, where :math:`q/n - (s/n)^2` loses digits, a second pass about the mean recomputes the variance
 (:func:`~normlab.kernels.numba_reduce.shifted_variance`) — as accurate as the core's two-pass variance, never
 negative. Half types are widened to float32 as they are loaded (:mod:`normlab.kernels.numba_dtypes`). Rows are
-split into one chunk per thread (``prange``). The backward takes one row at a time; its weight and bias gradients
-are summed per chunk into ``(chunks, n)`` partials that are added up after the parallel pass. (Two rows at a time,
-to read and write those partials half as often, took 21 % (fp32) to 51 % (bf16) longer at 8192×1024: four input
-streams a thread instead of two.) ``cache=True`` keeps the compiled code on disk (see ``docs/benchmarks.md`` for the
+split into one chunk per thread (``prange``). The backward takes rows two at a time so that the weight and bias
+gradients, summed per chunk into ``(chunks, n)`` partials that are added up after the parallel pass, are read
+and written half as often. ``cache=True`` keeps the compiled code on disk (see ``docs/benchmarks.md`` for the
 cold-start cost).
 
 The fused kernels compute :math:`s = x + r` (rounded to the storage dtype, as ``x + residual`` would be),
@@ -138,8 +137,7 @@ def norm_rows_backward(x, grad_y, grad_s, weight, mean, rstd, center, has_grad_s
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def _norm_rows_backward(x, grad_y, grad_s, weight, mean, rstd, center, has_grad_s, chunks, grad_x, grad_w, grad_b):
     """The parallel pass of :func:`norm_rows_backward`: per-chunk partial sums ``grad_w``, ``grad_b``
-    (``chunks, n``). One row at a time: its sums pass streams ``x`` and ``grad_y`` in, its gradient pass reads them
-    from L1 and writes ``grad_x``."""
+    (``chunks, n``)."""
     rows, n = x.shape
     like = grad_x[0, 0]
     per_chunk = (rows + chunks - 1) // chunks
@@ -150,21 +148,38 @@ def _norm_rows_backward(x, grad_y, grad_s, weight, mean, rstd, center, has_grad_
         for j in range(n):
             dw[j] = 0.0
             db[j] = 0.0
-        for i in range(c * per_chunk, min(rows, (c + 1) * per_chunk)):
-            xi, gi = x[i], grad_y[i]
-            m, r = mean[i], rstd[i]
-            sg = np.float32(0.0)
-            sgx = np.float32(0.0)
+        start = c * per_chunk
+        stop = min(rows, (c + 1) * per_chunk)
+        i = start
+        while i < stop:
+            pair = i + 1 < stop
+            i2 = i + 1 if pair else i  # an odd last row is paired with itself, its second copy weighted 0
+            x0, g0, x1, g1 = x[i], grad_y[i], x[i2], grad_y[i2]
+            m0, r0, m1, r1 = mean[i], rstd[i], mean[i2], rstd[i2]
+            w1 = np.float32(1.0) if pair else np.float32(0.0)
+            sg0 = np.float32(0.0)
+            sgx0 = np.float32(0.0)
+            sg1 = np.float32(0.0)
+            sgx1 = np.float32(0.0)
             for j in range(n):
-                xh = (load(xi[j]) - m) * r
-                h = load(gi[j])
-                dw[j] += h * xh
-                db[j] += h
-                gw = h * weight[j]
-                sg += gw
-                sgx += gw * xh
-            c2 = sg * inv_n if center else np.float32(0.0)
-            _row_input_grad(xi, gi, grad_s[i], has_grad_s, weight, m, r, sgx * inv_n, c2, grad_x[i], like)
+                xh0 = (load(x0[j]) - m0) * r0
+                xh1 = (load(x1[j]) - m1) * r1
+                h0 = load(g0[j])
+                h1 = load(g1[j]) * w1
+                dw[j] += h0 * xh0 + h1 * xh1
+                db[j] += h0 + h1
+                gw0 = h0 * weight[j]
+                gw1 = h1 * weight[j]
+                sg0 += gw0
+                sgx0 += gw0 * xh0
+                sg1 += gw1
+                sgx1 += gw1 * xh1
+            c2_0 = sg0 * inv_n if center else np.float32(0.0)
+            _row_input_grad(x0, g0, grad_s[i], has_grad_s, weight, m0, r0, sgx0 * inv_n, c2_0, grad_x[i], like)
+            if pair:
+                c2_1 = sg1 * inv_n if center else np.float32(0.0)
+                _row_input_grad(x1, g1, grad_s[i2], has_grad_s, weight, m1, r1, sgx1 * inv_n, c2_1, grad_x[i2], like)
+            i += 2
 
 
 @njit(cache=True)
