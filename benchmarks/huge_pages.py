@@ -31,23 +31,19 @@ import torch
 
 from normlab.bench.timing import balanced_orders
 from normlab.kernels import cpu_common, numba_groups
-from normlab.kernels.buffers import HUGE_PAGE
+from normlab.kernels.buffers import mapped_buffer
 from normlab.kernels.storage import KERNEL_SCALAR
 
 N, C, H, W, G = 32, 64, 32, 32, 32
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def mapped_tensor(dtype: torch.dtype, huge: bool) -> tuple[torch.Tensor, mmap.mmap]:
+def mapped_tensor(dtype: torch.dtype, huge: bool) -> torch.Tensor:
     """A zeroed ``(N, C, H, W)`` tensor on a mapping of its own, 2 MiB-aligned, advised for huge pages or not."""
-    nbytes = N * C * H * W * dtype.itemsize
-    mapping = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    mapping.madvise(mmap.MADV_HUGEPAGE if huge else mmap.MADV_NOHUGEPAGE)
-    whole = np.frombuffer(mapping, np.uint8)
-    start = -whole.ctypes.data % HUGE_PAGE
-    tensor = torch.from_numpy(whole[start:start + nbytes]).view(dtype).view(N, C, H, W)
+    advice = mmap.MADV_HUGEPAGE if huge else mmap.MADV_NOHUGEPAGE
+    tensor = torch.from_numpy(mapped_buffer(N * C * H * W * dtype.itemsize, advice)).view(dtype).view(N, C, H, W)
     tensor.zero_()
-    return tensor, mapping
+    return tensor
 
 
 def huge_kib() -> int:
@@ -83,16 +79,15 @@ def main() -> None:
     large = [mapped_tensor(dtype, huge=True) for _ in range(4)]
     after_large = huge_kib()
     for tensors in (small, large):
-        for source, (tensor, _) in zip((torch.randn(N, C, H, W), torch.randn(N, C, H, W)), tensors):
+        for source, tensor in zip((torch.randn(N, C, H, W), torch.randn(N, C, H, W)), tensors):
             tensor.copy_(source)
     print(f"huge pages backing the 4 KiB set: {after_small - before} KiB; the 2 MiB set: {after_large - after_small}"
           f" KiB (of {4 * N * C * H * W * dtype.itemsize >> 10} KiB)")
-    s, h = [t for t, _ in small], [t for t, _ in large]
     placements = {
-        "all on 4 KiB pages": forward_backward(*s),
-        "outputs y, dx on 2 MiB": forward_backward(s[0], s[1], h[2], h[3]),
-        "inputs x, g on 2 MiB": forward_backward(h[0], h[1], s[2], s[3]),
-        "all on 2 MiB pages": forward_backward(*h),
+        "all on 4 KiB pages": forward_backward(*small),
+        "outputs y, dx on 2 MiB": forward_backward(*small[:2], *large[2:]),
+        "inputs x, g on 2 MiB": forward_backward(*large[:2], *small[2:]),
+        "all on 2 MiB pages": forward_backward(*large),
     }
     cpu_common.threads(N * C * H * W)
     flush_source = torch.empty(64 << 20, dtype=torch.uint8)

@@ -11,7 +11,7 @@ This module keeps output blocks and hands them out again, as PyTorch's CUDA cach
 - a block is a NumPy array with the output's shape, strides and (kernel) dtype, on memory of its own; the tensor
   handed out is :func:`torch.from_numpy` of it, and the kernel writes to its address;
 - on Linux a block of 2 MiB or more is a private anonymous mapping of its own, 2 MiB-aligned, for which the
-  kernel is asked for transparent huge pages (``madvise(MADV_HUGEPAGE)``, :func:`_new_buffer`). A kernel streams
+  kernel is asked for transparent huge pages (``madvise(MADV_HUGEPAGE)``, :func:`mapped_buffer`). A kernel streams
   through its output, and on 4 KiB pages it pays a TLB miss every 4 KiB and its hardware prefetch stops at each
   page boundary. Measured here (``benchmarks/huge_pages.py``): GroupNorm NCHW fp32 forward+backward kernels
   took 4–9 % less time with their outputs on 2 MiB pages than on 4 KiB pages, and 8–12 % less with their inputs
@@ -52,21 +52,27 @@ _HUGE_ADVICE = getattr(mmap, "MADV_HUGEPAGE", None)  # Linux only; elsewhere eve
 _PRIVATE_ANONYMOUS = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
 
 
-def _new_buffer(nbytes: int, huge: bool) -> np.ndarray:
-    """Fresh memory for a block: ``nbytes`` as a uint8 array. With ``huge`` (and Linux), a private anonymous
-    mapping of ``nbytes + HUGE_PAGE`` bytes advised ``MADV_HUGEPAGE`` before its first touch, seen from its first
-    2 MiB boundary (a kernel without transparent huge pages refuses the advice, and the mapping stays on small
-    pages); it is unmapped when the last array on it is freed. Else ``np.empty``."""
-    if not (huge and _HUGE_ADVICE is not None):
-        return np.empty(nbytes, np.uint8)
+def mapped_buffer(nbytes: int, advice: int) -> np.ndarray:
+    """``nbytes`` as a uint8 array on a private anonymous mapping of its own (Linux), seen from its first 2 MiB
+    boundary (the mapping is ``nbytes + HUGE_PAGE`` long) and advised ``madvise(advice)`` before its first touch; a
+    kernel that refuses the advice (no transparent huge pages) leaves it on small pages. The mapping is unmapped when
+    the last array on it is freed."""
     mapping = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=_PRIVATE_ANONYMOUS)
     try:
-        mapping.madvise(_HUGE_ADVICE)
-    except OSError:  # a kernel without transparent huge pages: the mapping works on small pages
+        mapping.madvise(advice)
+    except OSError:
         pass
     whole = np.frombuffer(mapping, np.uint8)
     start = -whole.ctypes.data % HUGE_PAGE
     return whole[start:start + nbytes]
+
+
+def _new_buffer(nbytes: int, huge: bool) -> np.ndarray:
+    """Fresh memory for a block: with ``huge`` (and Linux), a :func:`mapped_buffer` advised ``MADV_HUGEPAGE``;
+    else ``np.empty``."""
+    if huge and _HUGE_ADVICE is not None:
+        return mapped_buffer(nbytes, _HUGE_ADVICE)
+    return np.empty(nbytes, np.uint8)
 
 
 def _new_array(shape, np_dtype, strides, nbytes: int, huge: bool | None = None) -> np.ndarray:
