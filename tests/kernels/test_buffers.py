@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import numpy as np
+
 from normlab.kernels.buffers import HUGE_PAGE, OutputPool
 
 MIB = 1 << 20
@@ -171,3 +173,40 @@ def test_a_huge_page_block_is_unmapped_once_the_pool_and_its_tensors_let_it_go()
     pool.clear()
     gc.collect()
     assert mapping() is None, "the pool let the block go, but its mapping is still alive"
+
+
+# (shape, pooled): glibc may trim its heap when a chunk of 64 KiB or more is freed, so from there up a statistics
+# array comes from the pool and is never freed by the call that used it
+STATS_SIZES = {"64KiB": ((2, 8192), True), "256KiB": ((2, 32, 1024), True), "32KiB": ((2, 4096), False)}
+
+
+@pytest.mark.parametrize("shape, pooled", STATS_SIZES.values(), ids=STATS_SIZES.keys())
+def test_statistics_arrays_from_64_kib_are_pooled_and_reused(shape, pooled):
+    pool = OutputPool(max_bytes=64 * MIB, min_pooled_bytes=MIB)
+    a = pool.float32_array(shape)
+    assert a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous
+    address = a.ctypes.data
+    del a
+    b = pool.float32_array(shape)
+    assert pool.held_bytes() == (b.nbytes if pooled else 0) and pool.hits == (1 if pooled else 0)
+    if pooled:  # (a small one may or may not land on the same bytes again: that is glibc's choice)
+        assert b.ctypes.data == address
+
+
+def test_a_statistics_array_is_not_reused_while_it_or_a_view_of_it_is_alive():
+    pool = OutputPool(max_bytes=64 * MIB, min_pooled_bytes=MIB)
+    kept = pool.float32_array((2, 8192))
+    kept[:] = 3.0
+    row = pool.float32_array((2, 8192))[0]  # only a view of the second block is kept
+    row[:] = 5.0
+    fresh = pool.float32_array((2, 8192))
+    fresh[:] = -1.0
+    assert (kept == 3.0).all() and (row == 5.0).all() and pool.misses == 3
+    del kept
+    assert pool.float32_array((2, 8192)) is not None and pool.hits == 1
+
+
+def test_a_zero_cap_gives_statistics_arrays_of_their_own():
+    pool = OutputPool(max_bytes=0, min_pooled_bytes=MIB)
+    a = pool.float32_array((2, 65536))
+    assert a.shape == (2, 65536) and pool.held_bytes() == 0 and pool.misses == 0

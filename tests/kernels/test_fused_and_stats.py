@@ -207,3 +207,32 @@ def test_statistics_stay_accurate_on_offsets_and_outliers(op, make):
     assert y is not None
     # float32 inputs carry ~1e-7 relative error on values of 1e4; the normalized output inherits ~1e-7 * 1e4
     assert relative_error(y, reference(x.double())) <= 2e-3
+
+
+# layers whose forward keeps statistics of 64 KiB or more (pooled, see normlab.kernels.buffers.float32_array):
+# rows, channels-last positions, channels-first positions
+POOLED_STATS = {
+    "LayerNorm rows": (lambda: nl.LayerNorm(64), (8192, 64), torch.contiguous_format),
+    "LayerNorm2d nhwc": (lambda: nl.LayerNorm2d(16), (8, 16, 32, 32), torch.channels_last),
+    "LayerNorm2d nchw": (lambda: nl.LayerNorm2d(16), (8, 16, 32, 32), torch.contiguous_format),
+}
+
+
+@pytest.mark.parametrize("make, shape, memory_format", POOLED_STATS.values(), ids=POOLED_STATS.keys())
+def test_graphs_alive_together_keep_their_own_pooled_statistics(make, shape, memory_format):
+    layer = make()
+    g = torch.Generator().manual_seed(0)
+    inputs = [(torch.randn(shape, generator=g) * scale + shift).contiguous(memory_format=memory_format)
+              for scale, shift in ((1.0, 0.0), (4.0, 3.0), (0.5, -2.0))]
+    fast = [x.clone().requires_grad_() for x in inputs]
+    outputs = [layer(x) for x in fast]  # three graphs alive: each holds its statistics until its backward
+    for y in reversed(outputs):
+        y.square().sum().backward()
+    forward_tolerance, grad_tolerance = TOLERANCE[torch.float32]
+    for x, y, original in zip(fast, outputs, inputs):
+        with reference_only():
+            slow = original.clone().requires_grad_()
+            expected = layer(slow)
+            expected.square().sum().backward()
+        assert relative_error(y, expected) < forward_tolerance
+        assert relative_error(x.grad, slow.grad) < grad_tolerance

@@ -30,6 +30,15 @@ Blocks under 1 MiB come from torch's own allocator, whose heap reuses them. Larg
 reused there: glibc maps blocks over its threshold (at most 32 MiB) on their own, and gives the top of its heap
 back to the system once more than twice that threshold is free — which a forward+backward pass over a few 8 MiB
 tensors already does, so each call faults its outputs in again. Handing out a pooled block costs about 2 µs.
+
+**Scratch arrays** (:func:`float32_array`: the per-row or per-position statistics a forward keeps for its backward)
+come from the pool from 64 KiB up, as NumPy arrays. glibc checks whether to trim its heap only when a chunk of
+64 KiB or more is freed (``FASTBIN_CONSOLIDATION_THRESHOLD``), and the trim is paid by whoever frees that chunk:
+the system call that gives back every free page at the top of the heap — megabytes when another library has just
+freed a large tensor there. Measured in ``normlab bench``'s rounds (``benchmarks/heap_trim.py``): a channels-last
+LayerNorm2d forward at 32×64×32×32 freed its 256 KiB statistics right after torch.nn's permuted LayerNorm had
+freed its 8 MiB output, and that ``free`` took 1.3–1.6 ms — three times the kernel — in half the rounds. A pooled
+array is never freed, so no call of normlab's pays for a trim another allocation set up.
 """
 
 from __future__ import annotations
@@ -46,6 +55,9 @@ from torch import Tensor
 from normlab.kernels.storage import KERNEL_NUMPY_DTYPE
 
 _MIN_POOLED_BYTES = 1 << 20
+_MIN_POOLED_ARRAY_BYTES = 64 << 10
+"""Scratch arrays from this size up come from the pool: glibc considers trimming its heap when it frees a chunk of
+64 KiB or more (its ``FASTBIN_CONSOLIDATION_THRESHOLD``), so smaller ones never pay for a trim."""
 HUGE_PAGE = 2 << 20
 """Blocks of at least this many bytes get a mapping of their own, aligned to it, with huge pages asked for."""
 _HUGE_ADVICE = getattr(mmap, "MADV_HUGEPAGE", None)  # Linux only; elsewhere every block is ``np.empty``
@@ -112,6 +124,13 @@ def _cap_from_env() -> int:
         raise ValueError(f"NORMLAB_KERNEL_POOL_MB must be a number of MiB, got {raw!r}") from error
 
 
+def _nbytes(shape: tuple[int, ...], itemsize: int) -> int:
+    nbytes = itemsize
+    for size in shape:
+        nbytes *= size
+    return nbytes
+
+
 def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     strides, step = [], 1
     for size in reversed(shape):
@@ -126,6 +145,7 @@ class OutputPool:
     Args:
         max_bytes: the most bytes of blocks held, in use or idle (``0`` disables reuse).
         min_pooled_bytes: smaller outputs come from ``torch.empty``.
+        min_pooled_array_bytes: smaller scratch arrays (:meth:`float32_array`) come from ``np.empty``.
 
     Examples:
         >>> pool = OutputPool(max_bytes=64 << 20, min_pooled_bytes=1 << 20)
@@ -136,9 +156,13 @@ class OutputPool:
         True
     """
 
-    def __init__(self, max_bytes: int, min_pooled_bytes: int = _MIN_POOLED_BYTES) -> None:
+    def __init__(
+        self, max_bytes: int, min_pooled_bytes: int = _MIN_POOLED_BYTES,
+        min_pooled_array_bytes: int = _MIN_POOLED_ARRAY_BYTES,
+    ) -> None:
         self.max_bytes = max_bytes
         self.min_pooled_bytes = min_pooled_bytes
+        self.min_pooled_array_bytes = min_pooled_array_bytes
         self._arrays: dict[tuple, list[np.ndarray]] = {}  # (shape, strides, dtype) → blocks, oldest first
         self._held_bytes = 0
         self._lock = threading.Lock()
@@ -148,31 +172,43 @@ class OutputPool:
     def empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         """An uninitialised contiguous CPU tensor of ``shape`` and ``dtype``, from the pool when large."""
         shape = tuple(shape)
-        nbytes = dtype.itemsize
-        for size in shape:
-            nbytes *= size
-        return self._take(shape, _contiguous_strides(shape), dtype, nbytes)
+        return self._take(shape, _contiguous_strides(shape), dtype, _nbytes(shape, dtype.itemsize))
 
     def empty_like_dense(self, like: Tensor) -> Tensor:
         """An uninitialised tensor with ``like``'s shape, dtype and strides (``like`` must be dense: contiguous or
         channels-last); from the pool when large."""
         return self._take(like.shape, like.stride(), like.dtype, like.nbytes)
 
+    def float32_array(self, shape: tuple[int, ...]) -> np.ndarray:
+        """An uninitialised contiguous float32 NumPy array of ``shape`` (a kernel's scratch or statistics), from the
+        pool when it has ``min_pooled_array_bytes`` or more; the block is free again once nothing refers to the
+        array or a view of it."""
+        shape = tuple(shape)
+        nbytes = _nbytes(shape, 4)
+        if nbytes >= self.min_pooled_array_bytes and self.max_bytes != 0:
+            array = self._block((shape, _contiguous_strides(shape), torch.float32), nbytes)
+            if array is not None:
+                return array
+        return np.empty(shape, np.float32)
+
     def _take(self, shape, strides, dtype: torch.dtype, nbytes: int) -> Tensor:
-        if nbytes < self.min_pooled_bytes or self.max_bytes == 0:
-            return torch.empty_strided(shape, strides, dtype=dtype)
-        key = (shape, strides, dtype)  # torch.Size hashes and compares as a tuple
+        if nbytes >= self.min_pooled_bytes and self.max_bytes != 0:
+            array = self._block((shape, strides, dtype), nbytes)  # torch.Size hashes and compares as a tuple
+            if array is not None:
+                out = torch.from_numpy(array)  # holds ``array`` while any tensor on it lives
+                return out if out.dtype == dtype else out.view(dtype)
+        return torch.empty_strided(shape, strides, dtype=dtype)
+
+    def _block(self, key: tuple, nbytes: int) -> np.ndarray | None:
+        """An idle block for ``key`` or a new one; ``None`` when a new one would go over the cap with every block in
+        use (the caller then makes an ordinary allocation). The caller's reference keeps it from looking idle."""
         with self._lock:
             array = self._idle_block(key)
-            if array is None:
-                self.misses += 1
-                array = self._new_block(key, nbytes)
-            else:
+            if array is not None:
                 self.hits += 1
-            if array is None:  # over the cap with every block in use: an ordinary allocation
-                return torch.empty_strided(shape, strides, dtype=dtype)
-            out = torch.from_numpy(array)  # holds ``array`` while any tensor on it lives
-        return out if out.dtype == dtype else out.view(dtype)
+                return array
+            self.misses += 1
+            return self._new_block(key, nbytes)
 
     def _idle_block(self, key: tuple) -> np.ndarray | None:
         arrays = self._arrays.get(key, ())
@@ -235,6 +271,20 @@ _pool = OutputPool(_cap_from_env())
 def empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     """An uninitialised contiguous CPU tensor for a kernel output, reusing a free block when one fits."""
     return _pool.empty(shape, dtype)
+
+
+def float32_array(*shape: int) -> np.ndarray:
+    """An uninitialised float32 NumPy array for a kernel's statistics or scratch, reusing a free block from 64 KiB
+    up (see the module doc: freeing it would make its call pay for trimming the heap).
+
+    Examples:
+        >>> stats = float32_array(2, 32768)         # 256 KiB: pooled
+        >>> address = stats.ctypes.data
+        >>> del stats
+        >>> float32_array(2, 32768).ctypes.data == address
+        True
+    """
+    return _pool.float32_array(shape)
 
 
 def empty_like_dense(like: Tensor) -> Tensor:

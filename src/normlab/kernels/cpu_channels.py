@@ -153,7 +153,7 @@ def _per_sample(x, groups, weight, bias, eps, center):
     kind = cpu_common.channel_kind(x)
     if not _usable(kind, x, weight, bias, eps):
         return None
-    stats = np.empty((2, x.shape[0], groups), np.float32)
+    stats = buffers.float32_array(2, x.shape[0], groups)
     if cpu_common.needs_grad(x, weight, bias):
         y = cpu_common.apply(GroupFunction, x, weight, bias, groups, float(eps), center, kind, stats)
     else:
@@ -203,7 +203,7 @@ def fast_normalize(x, dims, center=True, eps=1e-5, weight=None, bias=None, param
         return None
     if kind == "last":  # channels-last: each position's channels are one row
         return fast_rows(x, x.shape[1], weight, bias, float(eps), center)
-    stats = np.empty((2, x.shape[0], x.numel() // (x.shape[0] * x.shape[1])), np.float32)
+    stats = buffers.float32_array(2, x.shape[0], x.numel() // (x.shape[0] * x.shape[1]))
     if cpu_common.needs_grad(x, weight, bias):
         return cpu_common.apply(ColumnFunction, x, weight, bias, float(eps), center, stats)
     return _column_forward(x, weight, bias, float(eps), center, stats)[0]

@@ -165,7 +165,7 @@ class AddRowNormFunction(torch.autograd.Function):
 
 def fast_rows(x: Tensor, n: int, weight, bias, eps: float, center: bool) -> Tensor:
     """The row norm of ``x`` (contiguous, or channels-last with ``n = C``), through autograd when needed."""
-    stats = np.empty((2, x.numel() // n), np.float32)
+    stats = buffers.float32_array(2, x.numel() // n)
     if not cpu_common.needs_grad(x, weight, bias):
         return _row_forward(x, n, weight, bias, eps, center, stats)
     return cpu_common.apply(RowNormFunction, x, weight, bias, eps, center, n, stats)
@@ -199,7 +199,7 @@ def _fused(x, residual, normalized_shape, weight, bias, eps, center):
         or not _usable_eps(eps)
     ):
         return None
-    stats = np.empty((2, x.numel() // n), np.float32)
+    stats = buffers.float32_array(2, x.numel() // n)
     if not cpu_common.needs_grad(x, residual, weight, bias):
         return _add_forward(x, residual, n, weight, bias, float(eps), center, stats)
     return cpu_common.apply(AddRowNormFunction, x, residual, weight, bias, float(eps), center, n, stats)
