@@ -203,7 +203,8 @@ def test_a_statistics_array_is_not_reused_while_it_or_a_view_of_it_is_alive():
     fresh[:] = -1.0
     assert (kept == 3.0).all() and (row == 5.0).all() and pool.misses == 3
     del kept
-    assert pool.float32_array((2, 8192)) is not None and pool.hits == 1
+    pool.float32_array((2, 8192))
+    assert pool.hits == 1  # the first block is free again once its array is gone
 
 
 def test_a_zero_cap_gives_statistics_arrays_of_their_own():
