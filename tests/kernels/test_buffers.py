@@ -6,10 +6,9 @@ import gc
 import weakref
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-
-import numpy as np
 
 from normlab.kernels.buffers import HUGE_PAGE, OutputPool
 

@@ -35,10 +35,11 @@ tensors already does, so each call faults its outputs in again. Handing out a po
 come from the pool from 64 KiB up, as NumPy arrays. glibc checks whether to trim its heap only when a chunk of
 64 KiB or more is freed (``FASTBIN_CONSOLIDATION_THRESHOLD``), and the trim is paid by whoever frees that chunk:
 the system call that gives back every free page at the top of the heap — megabytes when another library has just
-freed a large tensor there. Measured in ``normlab bench``'s rounds (``benchmarks/heap_trim.py``): a channels-last
-LayerNorm2d forward at 32×64×32×32 freed its 256 KiB statistics right after torch.nn's permuted LayerNorm had
-freed its 8 MiB output, and that ``free`` took 1.3–1.6 ms — three times the kernel — in half the rounds. A pooled
-array is never freed, so no call of normlab's pays for a trim another allocation set up.
+freed a large tensor there. Measured in a replay of ``normlab bench``'s rounds with each part of the call timed
+(``docs/benchmarks.md``, "What changed at ``2f23306``"): a channels-last LayerNorm2d forward at 32×64×32×32 freed
+its 256 KiB statistics right after torch.nn's permuted LayerNorm had freed its 8 MiB output, and that ``free`` took
+1.3–1.6 ms — three times the kernel — in half the rounds (``benchmarks/heap_trim.py`` times the comparison with and
+without pooling). A pooled array is never freed, so no call of normlab's pays for a trim another allocation set up.
 """
 
 from __future__ import annotations
