@@ -16,10 +16,11 @@ from normlab.bench import (
     bench_norms,
     check_targets,
     format_table,
+    format_targets,
     parse_shape,
 )
 from normlab.bench.engine import BenchResult, run_bench
-from normlab.bench.report import write_outputs
+from normlab.bench.report import TARGETS, write_outputs
 from normlab.bench.timing import balanced_orders, time_interleaved
 from normlab.cli import main
 
@@ -109,6 +110,44 @@ def test_target_checks_on_known_ratios():
     assert not checks[("channels-last", "group_norm 32x64x32x32 nhwc fp32 fwd+bwd")].met
 
 
+CHANNELS_LAST_OUTPUTS = {  # (forward's output channels_last, forward+backward's) -> the target met at 3x torch.nn
+    "both": ((True, True), True),
+    "forward lost it": ((False, True), False),
+    "backward run lost it": ((True, False), False),
+    "no forward row": ((None, True), True),
+}
+
+
+@pytest.mark.parametrize("layouts, met", CHANNELS_LAST_OUTPUTS.values(), ids=CHANNELS_LAST_OUTPUTS.keys())
+def test_channels_last_target_needs_every_output_channels_last(layouts, met):
+    forward, both = layouts
+    shape = "32x64x32x32 nhwc"
+    rows = [_row("instance_norm", "normlab", 1.0, shape=shape, channels_last_out=both),
+            _row("instance_norm", "torch.nn", 3.0, shape=shape)]
+    if forward is not None:
+        rows.append(_row("instance_norm", "normlab", 0.5, shape=shape, mode="forward", channels_last_out=forward))
+    (check,) = [c for c in check_targets(rows) if c.target.startswith("channels-last")]
+    assert check.met is met
+
+
+def test_target_summary_names_every_target_and_the_ones_this_run_could_not_judge():
+    rows = [_row("rms_norm", "normlab", 3.0), _row("rms_norm", "torch.nn", 9.0),
+            _row("layer_norm", "torch.nn", 6.0), _row("layer_norm", "normlab", 7.0)]  # 0.86x torch: not met
+    lines = format_targets(check_targets(rows)).splitlines()
+    assert lines[0] == "targets met: 2/3"
+    summary = {target: next(line for line in lines[1:] if line.strip().startswith(target)) for target in TARGETS}
+    assert "2.00 (8192x1024 fp32 fwd+bwd)" in summary["RMSNorm ≥1.15× torch LayerNorm"]  # 6.0 / 3.0
+    assert "1/2  lowest 0.86 (layer_norm 8192x1024 fp32 fwd+bwd)" in summary["vs-torch ≥1.0×"]
+    for target in ("forward ≥50% of copy", "fused ≥1.3× unfused", "channels-last ≥1.5× torch.nn"):
+        assert "not judged in this run" in summary[target]
+    assert [line.split()[2] for line in lines if "NOT MET" in line] == ["vs-torch"]
+
+
+def test_rms_target_is_not_judged_without_torch_layer_norm_beside_it():
+    rows = [_row("rms_norm", "normlab", 3.0), _row("rms_norm", "torch.nn", 9.0)]
+    assert [c.target for c in check_targets(rows)] == ["vs-torch ≥1.0×"]
+
+
 def test_outputs_are_written(tmp_path):
     result = BenchResult([_row("layer_norm", "normlab", 2.0), _row("layer_norm", "torch.nn", 4.0)], {"cpu": "x"})
     paths = write_outputs(result, tmp_path, plot=True)
@@ -196,6 +235,7 @@ def test_cli_writes_table_and_files(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "rms_norm" in out and "targets met" in out and (tmp_path / "bench.json").exists()
+    assert "not judged in this run" in out and "the targets are judged on a full run" in out
 
 
 BAD_OPTIONS = {

@@ -17,14 +17,6 @@ CL = torch.channels_last
 CL3 = torch.channels_last_3d
 CONTIGUOUS = torch.contiguous_format
 
-# Largest error allowed, as a fraction of max(1, largest |reference value|): (forward, gradients).
-TOLERANCE = {
-    torch.float32: (1e-5, 1e-4),
-    torch.bfloat16: (2e-2, 4e-2),
-    torch.float16: (3e-3, 8e-3),
-}
-DTYPES = tuple(TOLERANCE)
-
 
 @dataclass(frozen=True)
 class KernelCase:
@@ -145,10 +137,3 @@ def make_inputs(case: KernelCase, dtype: torch.dtype, seed: int = 0):
     w = (torch.rand(case.param_shape, generator=g) + 0.5).to(dtype)
     b = torch.randn(case.param_shape, generator=g).to(dtype) if case.bias else None
     return x, w, b
-
-
-def relative_error(actual: Tensor, expected: Tensor) -> float:
-    """max |actual - expected| / max(1, max |expected|), in float64."""
-    expected = expected.double()
-    scale = max(1.0, expected.abs().max().item())
-    return (actual.double() - expected).abs().max().item() / scale

@@ -8,7 +8,8 @@ import inspect
 import numpy as np
 import pytest
 import torch
-from kernel_cases import CASES, CL, DTYPES, TOLERANCE, make_inputs, relative_error
+from kernel_cases import CASES, CL, make_inputs
+from tolerances import DTYPES, TOLERANCE, relative_error
 
 from normlab.core import functional as F
 from normlab.core.dispatch import reference_only

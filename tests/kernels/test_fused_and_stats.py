@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import reference as ref
 import torch
-from kernel_cases import DTYPES, TOLERANCE, relative_error
+from tolerances import DTYPES, TOLERANCE, relative_error
 
 import normlab.nn as nl
 from normlab.core import functional as F

@@ -12,19 +12,22 @@ import sys
 import pytest
 import reference as ref
 import torch
+from tolerances import TOLERANCE, relative_error
 
 _ON_GPU = torch.cuda.is_available()
 if not _ON_GPU:
     if "normlab.kernels.triton_gpu" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("the Triton kernels were already compiled without the interpreter", allow_module_level=True)
-    # Kept for the whole session: Triton consults it again when a kernel launches. Only Triton reads it, and
-    # nothing else on a CPU-only machine runs Triton code.
+    # Usually set already, by the repository's conftest.py (Triton reads it when it is first imported); kept for
+    # the whole session, since Triton consults it again when a kernel launches.
     os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton", reason="Triton is not installed (pip install 'normlab[gpu]')")
+import normlab.nn as nl
+from normlab.core import dispatch
+from normlab.core import functional as F
 from normlab.kernels import triton_glue, triton_gpu
 
 DEVICE = "cuda" if _ON_GPU else "cpu"
-TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.bfloat16: (2e-2, 4e-2), torch.float16: (3e-3, 8e-3)}
 
 OPS = {
     "layer_norm": (lambda x, r, w, b: triton_glue.fast_layer_norm(x, x.shape[-1:], w, b, 1e-5),
@@ -37,11 +40,6 @@ OPS = {
                      lambda x, r, w, b: (ref.rms_norm(x + r, w, 1e-6), x + r)),
 }
 SHAPES = {"odd": (5, 37), "one-row": (1, 16), "3-d": (2, 3, 24)}
-
-
-def _error(actual, expected):
-    expected = expected.double().cpu()
-    return (actual.double().cpu() - expected).abs().max().item() / max(1.0, expected.abs().max().item())
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
@@ -64,12 +62,12 @@ def test_triton_kernel_matches_float64_reference(op, dtype, shape):
     expected = expected if isinstance(expected, tuple) else (expected,)
     torch.autograd.backward(expected, [g.double().cpu() for g in grads])
     forward_tol, grad_tol = TOLERANCE[dtype]
-    assert all(_error(o, e) <= forward_tol for o, e in zip(outs, expected))
+    assert all(relative_error(o, e) <= forward_tol for o, e in zip(outs, expected))
     for name, leaf, leaf64 in zip(("x", "residual", "weight", "bias"), leaves, leaves64):
         if leaf64.grad is None:  # an input this op does not use (the residual of a plain norm, RMSNorm's bias)
             assert leaf.grad is None, name
         else:
-            assert leaf.grad is not None and _error(leaf.grad, leaf64.grad) <= grad_tol, name
+            assert leaf.grad is not None and relative_error(leaf.grad, leaf64.grad) <= grad_tol, name
 
 
 DECLINED = {
@@ -85,3 +83,58 @@ DECLINED = {
 @pytest.mark.parametrize("call", DECLINED.values(), ids=DECLINED.keys())
 def test_triton_path_declines_what_it_does_not_handle(call):
     assert call() is None
+
+
+@pytest.fixture
+def triton_first(monkeypatch):
+    """The Triton fast paths registered ahead of every other, as a CUDA machine registers them (here, where there
+    is no GPU, they take CPU tensors through the interpreter); returns the ops each call reached, in order."""
+    dispatch.try_fast_path("unregistered op")  # loads the kernels that register here
+    reached: list[str] = []
+
+    def counted(op, kernel):
+        def wrapper(*args, **kwargs):
+            result = kernel(*args, **kwargs)
+            if result is not None:
+                reached.append(op)
+            return result
+
+        return wrapper
+
+    registry = {op: list(kernels) for op, kernels in dispatch._registry.items()}
+    for op, kernel in triton_glue.FAST_PATHS.items():
+        registry[op] = [counted(op, kernel), *registry.get(op, ())]
+    monkeypatch.setattr(dispatch, "_registry", registry)
+    return reached
+
+
+LAYER_CALLS = {  # op -> the public call that must reach it: (x, residual) -> output(s)
+    "layer_norm": lambda x, r: nl.LayerNorm(24).to(x.dtype)(x),
+    "rms_norm": lambda x, r: nl.RMSNorm(24, eps=1e-6).to(x.dtype)(x),
+    "add_layer_norm": lambda x, r: F.add_layer_norm(x, r, (24,)),
+    "add_rms_norm": lambda x, r: F.add_rms_norm(x, r, (24,), eps=1e-6),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("op", LAYER_CALLS, ids=str)
+def test_layers_reach_the_triton_path_and_agree_with_the_fallback(triton_first, op, dtype):
+    g = torch.Generator().manual_seed(1)
+    x, r = (torch.randn(3, 5, 24, generator=g).to(DEVICE, dtype) for _ in range(2))
+    upstream = torch.randn(3, 5, 24, generator=g).to(DEVICE, dtype)
+
+    def run():
+        torch.manual_seed(0)  # the same initial parameters on both paths
+        leaf = x.clone().requires_grad_()
+        out = LAYER_CALLS[op](leaf, r)
+        outs = out if isinstance(out, tuple) else (out,)
+        torch.autograd.backward(outs, [upstream] * len(outs))
+        return outs, leaf.grad
+
+    outs, grad = run()
+    assert triton_first == [op], f"the call reached {triton_first}, not the Triton {op}"
+    with dispatch.reference_only():
+        fallback_outs, fallback_grad = run()
+    forward_tol, grad_tol = TOLERANCE[dtype]
+    assert all(relative_error(o, f) <= forward_tol for o, f in zip(outs, fallback_outs))
+    assert relative_error(grad, fallback_grad) <= grad_tol

@@ -7,12 +7,11 @@ import copy
 
 import pytest
 import torch
+from layer_cases import CASES, build, make_input, mode_cases
+from tolerances import assert_matches
 from torch.func import functional_call
 
-from layer_cases import CASES, build, make_input, mode_cases
-
-FP32 = {"forward": dict(atol=1e-5, rtol=1e-5), "grad": dict(atol=1e-4, rtol=1e-4)}
-HALF = {torch.bfloat16: dict(atol=6e-2, rtol=3e-2), torch.float16: dict(atol=1e-2, rtol=1e-2)}
+FP32 = torch.float32
 
 
 def _forward_and_grads(layer, x, upstream):
@@ -39,11 +38,11 @@ def test_forward_and_gradients_match_float64_reference(case, mode):
     upstream = torch.randn(case.shape)
     expected, expected_grads = _reference_and_grads(case, layer, x, upstream)
     y, grads = _forward_and_grads(layer, x, upstream)
-    torch.testing.assert_close(y.double(), expected, **FP32["forward"])
+    assert_matches(y, expected, FP32)
     for name, grad in grads.items():
         want = expected_grads[name]
         want = torch.zeros_like(grad, dtype=torch.float64) if want is None else want
-        torch.testing.assert_close(grad.double(), want, **FP32["grad"], msg=f"gradient of {name}")
+        assert_matches(grad, want, FP32, "gradient", f"gradient of {name}")
 
 
 @pytest.mark.parametrize("case, mode", mode_cases(lambda c: c.torch_build is not None))
@@ -54,13 +53,14 @@ def test_matches_torch_nn_counterpart(case, mode):
     x, upstream = make_input(case), torch.randn(case.shape)
     y_ours, g_ours = _forward_and_grads(ours, x, upstream)
     y_theirs, g_theirs = _forward_and_grads(theirs, x, upstream)
-    torch.testing.assert_close(y_ours, y_theirs, **FP32["forward"])
+    assert_matches(y_ours, y_theirs, FP32)
     for name in g_ours:
-        torch.testing.assert_close(g_ours[name], g_theirs[name], **FP32["grad"], msg=f"gradient of {name}")
+        assert_matches(g_ours[name], g_theirs[name], FP32, "gradient", f"gradient of {name}")
     for (name, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
         if name == "num_batches_tracked" and "counts_batches" in case.tags:
             continue
-        torch.testing.assert_close(a, b, **FP32["forward"], msg=f"buffer {name} after the forward")
+        assert a.dtype == b.dtype, f"buffer {name}: {a.dtype} != {b.dtype}"
+        assert_matches(a, b, FP32, what=f"buffer {name} after the forward")
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.torch_build is not None], ids=lambda c: c.id)
@@ -96,12 +96,20 @@ def test_gradcheck_in_float64(case, mode):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("case, mode", mode_cases())
 def test_half_precision_accumulates_in_fp32_and_returns_input_dtype(case, mode, dtype):
+    """Forward and gradients in half precision against the float64 reference of the same (rounded) input and
+    parameters."""
     layer = build(case, mode, dtype=dtype)
     x = make_input(case, dtype)
-    expected = case.reference(x.double(), copy.deepcopy(layer).double())
-    y = layer(x)
+    upstream = torch.randn(case.shape).to(dtype)
+    expected, expected_grads = _reference_and_grads(case, layer, x, upstream)
+    y, grads = _forward_and_grads(layer, x, upstream)
     assert y.dtype == dtype
-    torch.testing.assert_close(y.double(), expected.detach(), **HALF[dtype])
+    assert_matches(y, expected, dtype)
+    for name, grad in grads.items():
+        assert grad.dtype == dtype, f"gradient of {name} is {grad.dtype}"
+        want = expected_grads[name]
+        want = torch.zeros_like(grad, dtype=torch.float64) if want is None else want
+        assert_matches(grad, want, dtype, "gradient", f"gradient of {name}")
 
 
 @pytest.mark.parametrize("case, mode", mode_cases(lambda c: len(c.shape) in (4, 5)))
@@ -111,4 +119,4 @@ def test_channels_last_in_channels_last_out(case, mode):
     x = make_input(case)
     y = layer_a(x.contiguous(memory_format=fmt))
     assert y.is_contiguous(memory_format=fmt), "the output lost the channels_last memory format"
-    torch.testing.assert_close(y, layer_b(x), **FP32["forward"])
+    assert_matches(y, layer_b(x), FP32)

@@ -45,8 +45,19 @@ def _ratio(slow: BenchRow | None, fast: BenchRow | None) -> float | None:
     return slow.median_ms / fast.median_ms
 
 
+TARGETS = {
+    "RMSNorm ≥1.15× torch LayerNorm": "rms_norm and layer_norm forward+backward at one shape",
+    "forward ≥50% of copy": "layer_norm or rms_norm forward at 8192x1024 fp32",
+    "vs-torch ≥1.0×": "a norm with a torch.nn counterpart, forward+backward",
+    "fused ≥1.3× unfused": "add_layer_norm or add_rms_norm forward+backward",
+    "channels-last ≥1.5× torch.nn": "group_norm or instance_norm on an nhwc shape, forward+backward",
+}
+"""Every target's name, and the rows a run needs to judge it (a ``--quick`` or ``--only`` run may lack them)."""
+
+
 def check_targets(rows: list[BenchRow]) -> list[TargetCheck]:
-    """Evaluate each target on the rows of one run (a target with no rows to judge is not listed)."""
+    """Evaluate each target on the rows of one run. A target with nothing to judge in this run has no check
+    (:func:`format_targets` says so); a judged case whose normlab row failed is a check not met."""
     groups = _groups(rows)
     checks: list[TargetCheck] = []
 
@@ -61,12 +72,14 @@ def check_targets(rows: list[BenchRow]) -> list[TargetCheck]:
         if mode == "forward+backward" and "unfused" in impls:
             add("fused ≥1.3× unfused", where, _ratio(impls["unfused"], ours), 1.3)
         if norm in ("group_norm", "instance_norm") and shape.endswith("nhwc") and mode == "forward+backward":
+            forward = groups.get((norm, shape, dtype, "forward"), {}).get("normlab")
+            layouts = [row.channels_last_out for row in (ours, forward) if row is not None]
             add("channels-last ≥1.5× torch.nn", where, _ratio(impls.get("torch.nn"), ours), 1.5,
-                bool(ours and ours.channels_last_out))
+                ours is not None and all(layouts))
         if norm in ("layer_norm", "rms_norm") and shape == "8192x1024" and dtype == "fp32" and mode == "forward":
             add("forward ≥50% of copy", where, ours.pct_copy if ours else None, 50.0)
-        if norm == "rms_norm" and mode == "forward+backward":
-            torch_ln = groups.get(("layer_norm", shape, dtype, mode), {}).get("torch.nn")
+        torch_ln = groups.get(("layer_norm", shape, dtype, mode), {}).get("torch.nn")
+        if norm == "rms_norm" and mode == "forward+backward" and torch_ln is not None:
             add("RMSNorm ≥1.15× torch LayerNorm", f"{shape} {dtype} fwd+bwd", _ratio(torch_ln, ours), 1.15)
     return checks
 
@@ -103,8 +116,18 @@ def format_table(result: BenchResult) -> str:
 
 
 def format_targets(checks: list[TargetCheck]) -> str:
+    """The count met, one line per target (met of judged, and the lowest value), and every check not met."""
     met = sum(c.met for c in checks)
     lines = [f"targets met: {met}/{len(checks)}"]
+    for target, needs in TARGETS.items():
+        judged = [c for c in checks if c.target == target]
+        if not judged:
+            lines.append(f"  {target:<32} not judged in this run (needs {needs})")
+            continue
+        valued = [c for c in judged if c.value is not None]
+        lowest = min(valued, key=lambda c: c.value / c.threshold, default=None)
+        text = f"lowest {lowest.value:.2f} ({lowest.where})" if lowest else "no value"
+        lines.append(f"  {target:<32} {sum(c.met for c in judged)}/{len(judged)}  {text}")
     for c in checks:
         if not c.met:
             lines.append(f"  NOT MET  {c.target:<32} {c.where:<40} {_fmt(c.value, '.2f')} (needs ≥ {c.threshold})")

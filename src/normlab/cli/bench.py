@@ -149,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(result))
     print(format_compile_costs(result))
     print(format_targets(check_targets(result.rows)))
+    if args.quick:
+        print("quick run: few rounds at a smaller token shape, so these ratios are rough; "
+              "the targets are judged on a full run ('normlab bench')")
     if args.cold_start:
         from normlab.bench.coldstart import format_cold_start, measure_cold_start
 
