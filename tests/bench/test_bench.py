@@ -128,6 +128,7 @@ def test_channels_last_target_needs_every_output_channels_last(layouts, met):
         rows.append(_row("instance_norm", "normlab", 0.5, shape=shape, mode="forward", channels_last_out=forward))
     (check,) = [c for c in check_targets(rows) if c.target.startswith("channels-last")]
     assert check.met is met
+    assert ("the output was not channels_last" in format_targets([check])) is not met
 
 
 def test_target_summary_names_every_target_and_the_ones_this_run_could_not_judge():

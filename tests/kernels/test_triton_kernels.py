@@ -89,7 +89,8 @@ def test_triton_path_declines_what_it_does_not_handle(call):
 def triton_first(monkeypatch):
     """The Triton fast paths registered ahead of every other, as a CUDA machine registers them (here, where there
     is no GPU, they take CPU tensors through the interpreter); returns the ops each call reached, in order."""
-    dispatch.try_fast_path("unregistered op")  # loads the kernels that register here
+    import normlab.kernels  # noqa: F401  (registers the kernels that can run here, into the registry patched below)
+
     reached: list[str] = []
 
     def counted(op, kernel):
@@ -108,33 +109,47 @@ def triton_first(monkeypatch):
     return reached
 
 
-LAYER_CALLS = {  # op -> the public call that must reach it: (x, residual) -> output(s)
-    "layer_norm": lambda x, r: nl.LayerNorm(24).to(x.dtype)(x),
-    "rms_norm": lambda x, r: nl.RMSNorm(24, eps=1e-6).to(x.dtype)(x),
-    "add_layer_norm": lambda x, r: F.add_layer_norm(x, r, (24,)),
-    "add_rms_norm": lambda x, r: F.add_rms_norm(x, r, (24,), eps=1e-6),
+LAYER_CALLS = {  # op -> the public call that must reach it: (x, residual, weight, bias) -> output(s)
+    "layer_norm": lambda x, r, w, b: F.layer_norm(x, (24,), w, b),
+    "LayerNorm": lambda x, r, w, b: _with_params(nl.LayerNorm(24), w, b)(x),
+    "RMSNorm": lambda x, r, w, b: _with_params(nl.RMSNorm(24, eps=1e-6), w, None)(x),
+    "add_layer_norm": lambda x, r, w, b: F.add_layer_norm(x, r, (24,), w, b),
+    "add_rms_norm": lambda x, r, w, b: F.add_rms_norm(x, r, (24,), w, eps=1e-6),
 }
+REACHES = {"layer_norm": "layer_norm", "LayerNorm": "layer_norm", "RMSNorm": "rms_norm",
+           "add_layer_norm": "add_layer_norm", "add_rms_norm": "add_rms_norm"}
+
+
+def _with_params(layer, weight, bias):
+    """``layer`` with ``weight`` (and ``bias``) as its parameters, so that their gradients land on those leaves."""
+    layer.weight = weight
+    if bias is not None:
+        layer.bias = bias
+    return layer
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("op", LAYER_CALLS, ids=str)
-def test_layers_reach_the_triton_path_and_agree_with_the_fallback(triton_first, op, dtype):
+@pytest.mark.parametrize("call", LAYER_CALLS, ids=str)
+def test_layers_reach_the_triton_path_and_agree_with_the_fallback(triton_first, call, dtype):
     g = torch.Generator().manual_seed(1)
-    x, r = (torch.randn(3, 5, 24, generator=g).to(DEVICE, dtype) for _ in range(2))
+    values = [torch.randn(3, 5, 24, generator=g), torch.randn(3, 5, 24, generator=g),
+              torch.rand(24, generator=g) + 0.5, torch.randn(24, generator=g)]
     upstream = torch.randn(3, 5, 24, generator=g).to(DEVICE, dtype)
 
     def run():
-        torch.manual_seed(0)  # the same initial parameters on both paths
-        leaf = x.clone().requires_grad_()
-        out = LAYER_CALLS[op](leaf, r)
+        leaves = [torch.nn.Parameter(v.to(DEVICE, dtype)) for v in values]
+        out = LAYER_CALLS[call](*leaves)
         outs = out if isinstance(out, tuple) else (out,)
         torch.autograd.backward(outs, [upstream] * len(outs))
-        return outs, leaf.grad
+        return outs, [leaf.grad for leaf in leaves]
 
-    outs, grad = run()
-    assert triton_first == [op], f"the call reached {triton_first}, not the Triton {op}"
+    outs, grads = run()
+    assert triton_first == [REACHES[call]], f"the call reached {triton_first}, not the Triton {REACHES[call]}"
     with dispatch.reference_only():
-        fallback_outs, fallback_grad = run()
+        fallback_outs, fallback_grads = run()
     forward_tol, grad_tol = TOLERANCE[dtype]
     assert all(relative_error(o, f) <= forward_tol for o, f in zip(outs, fallback_outs))
-    assert relative_error(grad, fallback_grad) <= grad_tol
+    for name, grad, fallback in zip(("x", "residual", "weight", "bias"), grads, fallback_grads):
+        assert (grad is None) == (fallback is None), name
+        if grad is not None:
+            assert relative_error(grad, fallback) <= grad_tol, f"{name} gradient"

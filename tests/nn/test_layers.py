@@ -56,7 +56,8 @@ def test_matches_torch_nn_counterpart(case, mode):
     assert_matches(y_ours, y_theirs, FP32)
     for name in g_ours:
         assert_matches(g_ours[name], g_theirs[name], FP32, "gradient", f"gradient of {name}")
-    for (name, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+    for (name, a), (their_name, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+        assert name == their_name
         if name == "num_batches_tracked" and "counts_batches" in case.tags:
             continue
         assert a.dtype == b.dtype, f"buffer {name}: {a.dtype} != {b.dtype}"

@@ -11,7 +11,7 @@ over the ``M`` values of channel ``c``. Statistics are gathered in cache-sized b
 a block of rows) in one pass about a shift — the block's first value — and the block's variance taken as
 :math:`q/n - (s/n)^2` (:func:`~normlab.kernels.numba_reduce.shifted_variance`); if the shift lies more than
 10 standard deviations from the block's mean, where that formula loses digits, the block takes a second pass
-about its mean. Blocks are merged with Chan et al.'s pairwise update :math:`M_2 = M_2^a + M_2^b + \delta^2
+about its mean, which recomputes the variance and corrects the mean. Blocks are merged with Chan et al.'s pairwise update :math:`M_2 = M_2^a + M_2^b + \delta^2
 n_a n_b / n` (*Updating formulae and a pairwise algorithm for computing sample variances*, 1979), so the
 variance is never negative and stays accurate on large offsets. Channels-first runs one ``prange`` task per
 channel (its planes stay in L2 between the statistics and the write). Channels-last splits the rows into ranges
@@ -39,7 +39,6 @@ from normlab.kernels.numba_memory import array_at
 from normlab.kernels.numba_reduce import (
     add_column_grad_sums,
     add_column_shifted_sums,
-    add_column_square_sums,
     add_grad_sums,
     add_shifted_sums,
     shifted_variance,
@@ -73,9 +72,11 @@ def _normalize_channel(x, c, weight, bias, eps, y):
         s, q = add_shifted_sums(xc, k, np.float32(0.0), np.float32(0.0))
         offset, v_plane, exact = shifted_variance(s, q, plane_count)
         plane_mean = k + offset
+        if not exact:  # a second pass about the plane's mean, which corrects the mean too
+            s, q = add_shifted_sums(xc, plane_mean, np.float32(0.0), np.float32(0.0))
+            offset, v_plane, exact = shifted_variance(s, q, plane_count)
+            plane_mean += offset
         sq = v_plane * plane_count
-        if not exact:
-            sq = add_shifted_sums(xc, plane_mean, np.float32(0.0), np.float32(0.0))[1]
         merged = count + length
         delta = plane_mean - m
         m += delta * length / merged
@@ -198,9 +199,15 @@ def range_stats_last(x, block, m, m2):
             exact = exact and ok
             sums[c] = shift[c] + offset  # now the block mean
             sq[c] = v_c * size
-        if not exact:  # a shift was an outlier: a second pass about the block means
+        if not exact:  # a shift was an outlier: a second pass about the block means, which corrects them too
+            shift[:] = sums
+            sums[:] = 0.0
             sq[:] = 0.0
-            add_column_square_sums(block_x, sums, sq)
+            add_column_shifted_sums(block_x, shift, sums, sq)
+            for c in range(channels):
+                offset, v_c, ok = shifted_variance(sums[c], sq[c], np.float32(size))
+                sums[c] = shift[c] + offset
+                sq[c] = v_c * size
         merged = count + size
         for c in range(channels):
             delta = sums[c] - m[c]

@@ -19,7 +19,7 @@ Backward, with per-channel sums :math:`a_c = \sum_l \partial_y (x-\mu)` and :mat
 
 The statistics take one pass about a shift (a value of the group; per channel, channels-last) and are
 checked: if the shift lies more than 10 standard deviations from the mean, where :math:`q/n - (s/n)^2` loses
-digits, a second pass about the mean recomputes the variance
+digits, a second pass about the mean recomputes the variance and corrects the mean
 (:func:`~normlab.kernels.numba_reduce.shifted_variance`). The group (channels-first) or the sample
 (channels-last) stays in cache between the statistics and the write, so memory is read about once and written
 once; the backward is two passes over the same cached block. Channels-first runs one ``prange`` task per
@@ -42,7 +42,6 @@ from normlab.kernels.numba_memory import array_at
 from normlab.kernels.numba_reduce import (
     add_column_grad_sums,
     add_column_shifted_sums,
-    add_column_square_sums,
     add_grad_sums,
     add_shifted_sums,
     shifted_variance,
@@ -94,8 +93,10 @@ def _normalize_group(x, block, g, groups, weight, bias, eps, center, y, mean, va
     if center:
         offset, v, exact = shifted_variance(s, q, count)
         m = k + offset
-        if not exact:  # the shift was an outlier: a second pass about the mean
-            v = _group_sums(x, block, first, per_group, m)[1] / count
+        if not exact:  # the shift was an outlier: a second pass about the mean, which corrects the mean too
+            s, q = _group_sums(x, block, first, per_group, m)
+            offset, v, exact = shifted_variance(s, q, count)
+            m += offset
     else:
         m = np.float32(0.0)
         v = q / count
@@ -196,18 +197,22 @@ def group_forward_last(x, groups, weight, bias, eps, center, y, mean, var):
                     d = centre[c] - m_g
                     squares[c] += count * d * d
                 centre[c] = m_g
-        if not exact:
+        s[:] = 0.0  # per channel: sum of deviations from its group's mean (0 unless a second pass runs)
+        if not exact:  # a second pass about the group means, which corrects the means too
             squares[:] = 0.0
-            add_column_square_sums(x[n], centre, squares)
+            add_column_shifted_sums(x[n], centre, s, squares)
         scale = np.empty(channels, np.float32)
         shift = np.empty(channels, np.float32)
         for g in range(groups):
+            sd = np.float32(0.0)
             sq = np.float32(0.0)
             for c in range(g * per_group, (g + 1) * per_group):
+                sd += s[c]
                 sq += squares[c]
-            v = sq * inv_m
+            offset = sd * inv_m
+            v = max(sq * inv_m - offset * offset, np.float32(0.0))
             r = np.float32(1.0) / np.sqrt(v + eps)
-            m = centre[g * per_group]
+            m = centre[g * per_group] + offset
             mean[n, g] = m
             var[n, g] = v
             for c in range(g * per_group, (g + 1) * per_group):

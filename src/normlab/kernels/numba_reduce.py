@@ -11,7 +11,6 @@ to rounding order. They are inlined into the kernels that call them.
 - :func:`add_column_shifted_sums`: :math:`s_c \mathrel{+}= \sum_j (x_{jc} - k_c)`,
   :math:`q_c \mathrel{+}= \sum_j (x_{jc} - k_c)^2` (one-pass statistics about a shift :math:`k`; see
   :func:`shifted_variance`)
-- :func:`add_column_square_sums`: :math:`o_c \mathrel{+}= \sum_j (x_{jc} - \mu_c)^2`
 - :func:`add_column_grad_sums`: :math:`a_c \mathrel{+}= \sum_j g_{jc}(x_{jc} - \mu_c)`, :math:`b_c \mathrel{+}=
   \sum_j g_{jc}`
 - :func:`sum_partials`: the weight and bias gradients from the per-task partials of a parallel backward
@@ -68,7 +67,9 @@ def add_column_shifted_sums(x, shift, s, q):
 
 SHIFT_LIMIT = 100.0
 """One-pass statistics are trusted while the shift is within ``sqrt(SHIFT_LIMIT)`` standard deviations of the
-mean; beyond, the kernels recompute the variance in a second pass about the mean."""
+mean; beyond, the kernels take the same sums again in a second pass about that first mean, and add the second
+pass's mean offset to it (the corrected two-pass algorithm): the first pass's rounding then affects neither the
+variance nor the mean."""
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")
@@ -82,26 +83,6 @@ def shifted_variance(s, q, count):
     v = q / count - offset * offset
     exact = offset * offset <= SHIFT_LIMIT * v
     return offset, max(v, np.float32(0.0)), exact
-
-
-@njit(fastmath=FASTMATH, cache=True, inline="always")
-def add_column_square_sums(x, centre, out):
-    """``out[c] += sum_j (x[j, c] - centre[c])**2``."""
-    rows, channels = x.shape
-    j = 0
-    while j + 4 <= rows:
-        r0, r1, r2, r3 = x[j], x[j + 1], x[j + 2], x[j + 3]
-        for c in range(channels):
-            m = centre[c]
-            d0, d1, d2, d3 = load(r0[c]) - m, load(r1[c]) - m, load(r2[c]) - m, load(r3[c]) - m
-            out[c] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
-        j += 4
-    while j < rows:
-        r0 = x[j]
-        for c in range(channels):
-            d0 = load(r0[c]) - centre[c]
-            out[c] += d0 * d0
-        j += 1
 
 
 @njit(fastmath=FASTMATH, cache=True, inline="always")

@@ -17,9 +17,9 @@ Backward, with :math:`g_j = \partial L/\partial y_j \cdot \gamma_j`:
 
 A row stays in L1 between the passes, so memory is read once and written once. The statistics take one pass
 about a shift (the row's first value) and are checked: if the shift lies more than 10 standard deviations from
-the mean, where :math:`q/n - (s/n)^2` loses digits, a second pass about the mean recomputes the variance
-(:func:`~normlab.kernels.numba_reduce.shifted_variance`) — as accurate as the core's two-pass variance, never
-negative. Half types are widened to float32 as they are loaded (:mod:`normlab.kernels.numba_dtypes`). Rows are
+the mean, where :math:`q/n - (s/n)^2` loses digits, a second pass about the mean recomputes the variance and
+corrects the mean (:func:`~normlab.kernels.numba_reduce.shifted_variance`) — as accurate as the core's two-pass
+variance, never negative. Half types are widened to float32 as they are loaded (:mod:`normlab.kernels.numba_dtypes`). Rows are
 split into one chunk per thread (``prange``). The backward takes rows two at a time so that the weight and bias
 gradients, summed per chunk into ``(chunks, n)`` partials that are added up after the parallel pass, are read
 and written half as often. ``cache=True`` keeps the compiled code on disk (see ``docs/benchmarks.md`` for the
@@ -61,12 +61,15 @@ def _row_statistics(xi, center, n, inv_n, eps):
         return np.float32(0.0), np.float32(1.0) / np.sqrt(q * inv_n + eps)
     offset, v, exact = shifted_variance(s, q, np.float32(n))
     m = k + offset
-    if not exact:  # the first value was far out: a second pass about the mean
+    if not exact:  # the first value was far out: a second pass about the mean, which corrects the mean too
+        s = np.float32(0.0)
         q = np.float32(0.0)
         for j in range(n):
             d = load(xi[j]) - m
+            s += d
             q += d * d
-        v = q * inv_n
+        offset, v, exact = shifted_variance(s, q, np.float32(n))
+        m += offset
     return m, np.float32(1.0) / np.sqrt(v + eps)
 
 
