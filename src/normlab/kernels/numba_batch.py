@@ -7,16 +7,16 @@ Layouts, as views of the input: **channels-first** ``(N, C, L)`` (contiguous ``(
     \mu_c = \tfrac1M\textstyle\sum x,\quad \sigma^2_c = \tfrac1M\textstyle\sum (x-\mu_c)^2,\quad
     y = (x-\mu_c)\,r_c\,\gamma_c + \beta_c,\quad r_c = (\sigma^2_c+\epsilon)^{-1/2}
 
-over the ``M`` values of channel ``c``. Statistics are gathered in cache-sized blocks (one ``(n, c)`` plane, or
-a block of rows) in one pass about a shift — the block's first value — and the block's variance taken as
-:math:`q/n - (s/n)^2` (:func:`~normlab.kernels.numba_reduce.shifted_variance`); if the shift lies more than
-10 standard deviations from the block's mean, where that formula loses digits, the block takes a second pass
-about its mean, which recomputes the variance and corrects the mean. Blocks are merged with Chan et al.'s
-pairwise update :math:`M_2 = M_2^a + M_2^b + \delta^2 n_a n_b / n` (*Updating formulae and a pairwise algorithm
-for computing sample variances*, 1979), so the variance is never negative and stays accurate on large offsets.
-Channels-first runs one ``prange`` task per channel (its planes stay in L2 between the statistics and the write). Channels-last splits the rows into ranges
-and runs each pass as one parallel region of two phases (:mod:`~normlab.kernels.numba_sync`): the ranges'
-partial statistics, merged in range order (:func:`merge_partials`), then the write; so the result does not
+over the ``M`` values of channel ``c``. Statistics are gathered in cache-sized blocks (one ``(n, c)`` plane, or a
+block of rows) in one pass about a shift — the block's first value — and the block's variance taken as :math:`q/n -
+(s/n)^2` (:func:`~normlab.kernels.numba_reduce.shifted_variance`); if the shift lies more than 10 standard
+deviations from the block's mean, where that formula loses digits, the block takes a second pass about its mean,
+which recomputes the variance and corrects the mean. Blocks are merged with Chan et al.'s pairwise update :math:`M_2
+= M_2^a + M_2^b + \delta^2 n_a n_b / n` (*Updating formulae and a pairwise algorithm for computing sample
+variances*, 1979), so the variance is never negative and stays accurate on large offsets. Channels-first runs one
+``prange`` task per channel (its planes stay in L2 between the statistics and the write). Channels-last splits the
+rows into ranges and runs each pass as one parallel region of two phases (:mod:`~normlab.kernels.numba_sync`): the
+ranges' partial statistics, merged in range order (:func:`merge_partials`), then the write; so the result does not
 depend on which thread took which range.
 
 Backward (training), with :math:`a_c = \sum \partial_y (x-\mu_c)` and :math:`b_c = \sum\partial_y`:

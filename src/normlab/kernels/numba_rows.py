@@ -15,15 +15,14 @@ Backward, with :math:`g_j = \partial L/\partial y_j \cdot \gamma_j`:
     \frac{\partial L}{\partial \gamma_j} = \sum_{\text{rows}} \frac{\partial L}{\partial y_j}\hat x_j,\qquad
     \frac{\partial L}{\partial \beta_j} = \sum_{\text{rows}} \frac{\partial L}{\partial y_j}
 
-A row stays in L1 between the passes, so memory is read once and written once. The statistics take one pass
-about a shift (the row's first value) and are checked: if the shift lies more than 10 standard deviations from
-the mean, where :math:`q/n - (s/n)^2` loses digits, a second pass about the mean recomputes the variance and
-corrects the mean (:func:`~normlab.kernels.numba_reduce.shifted_variance`) — as accurate as the core's two-pass
-variance, never negative. Half types are widened to float32 as they are loaded
-(:mod:`normlab.kernels.numba_dtypes`). Rows are split into one chunk per thread (``prange``). The backward takes
-rows two at a time so that the weight and bias gradients, summed per chunk into ``(chunks, n)`` partials that are added up after the parallel pass, are read
-and written half as often. ``cache=True`` keeps the compiled code on disk (see ``docs/benchmarks.md`` for the
-cold-start cost).
+A row stays in L1 between the passes, so memory is read once and written once. The statistics take one pass about a
+shift (the row's first value) and are checked: if the shift lies more than 10 standard deviations from the mean,
+where :math:`q/n - (s/n)^2` loses digits, a second pass about the mean recomputes the variance and corrects the mean
+(:func:`~normlab.kernels.numba_reduce.shifted_variance`) — as accurate as the core's two-pass variance, never
+negative. Half types are widened to float32 as they are loaded (:mod:`normlab.kernels.numba_dtypes`). Rows are split
+into one chunk per thread (``prange``). The backward takes rows two at a time so that the weight and bias gradients,
+summed per chunk into ``(chunks, n)`` partials that are added up after the parallel pass, are read and written half
+as often. ``cache=True`` keeps the compiled code on disk (see ``docs/benchmarks.md`` for the cold-start cost).
 
 The fused kernels compute :math:`s = x + r` (rounded to the storage dtype, as ``x + residual`` would be),
 write ``s``, and normalize it in the same pass; their backward adds the gradient that reaches ``s`` directly.
